@@ -1,0 +1,156 @@
+"""The `kneealign` command line.
+
+Each subcommand is a thin shell over the library: parse arguments, call one library
+function, print a table for people or JSON for programs. Errors of the documented
+kind (KneeAlignmentError) end the program with a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import KneeAlignmentError
+
+NOT_CLINICAL = "Research software: not for clinical use."
+EXAMPLES = Path(__file__).resolve().parent / "data" / "examples"
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+# --- angles -------------------------------------------------------------------------
+
+def _add_angles(sub):
+    p = sub.add_parser(
+        "angles", help="angles from a landmark file (.mrk.json)",
+        description="Compute aTFA (FTS and FNTS) and the other alignment angles from annotated "
+                    "landmarks in a Slicer markups file.")
+    p.add_argument("landmarks", type=Path, help="landmarks as a Slicer markups file (.mrk.json)")
+    p.add_argument("--schema", choices=["auto", "preop", "postop"], default="auto",
+                   help="landmark schema (default: from the number of points)")
+    p.add_argument("--side", choices=["L", "R"],
+                   help="knee side (default: from the anatomy; the fibula is lateral)")
+    p.add_argument("--spacing", nargs=2, type=float, metavar=("ROW_MM", "COL_MM"),
+                   help="pixel spacing, when the points were placed on an image without spacing "
+                        "(coordinates in pixels)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_angles)
+
+
+def measure_landmark_file(path: Path, schema_kind="auto", side=None, spacing_mm=None):
+    """Alignment from a .mrk.json file; returns (alignment, schema, side_source)."""
+    from . import geometry, markups, schema as schema_mod
+
+    if schema_kind == "auto":
+        schema_kind = schema_mod.kind_for_count(markups.count_landmarks(path))
+    schema = schema_mod.load_schema(schema_kind)
+    points_px = markups.read_landmarks(path, schema.names)
+    side_source = "given"
+    if side is None:
+        side, side_source = geometry.infer_side(points_px, schema), "anatomy (fibula is lateral)"
+    return geometry.compute_alignment(points_px, schema, side, spacing_mm), schema, side_source
+
+
+def _cmd_angles(args) -> int:
+    from . import geometry
+
+    spacing = tuple(args.spacing) if args.spacing else (1.0, 1.0)
+    alignment, schema, side_source = measure_landmark_file(args.landmarks, args.schema, args.side, spacing)
+    if args.json:
+        _print_json({"file": args.landmarks.name, "schema": schema.kind, "schema_version": schema.version,
+                     "side_source": side_source, "software": f"kneealignment {__version__}",
+                     "intended_use": NOT_CLINICAL, **alignment.to_dict()})
+    else:
+        print(f"{args.landmarks.name}  ({schema.kind} schema, side from {side_source})")
+        print(geometry.format_alignment(alignment))
+        print(NOT_CLINICAL)
+    return 0
+
+
+# --- info ---------------------------------------------------------------------------
+
+def _add_info(sub):
+    p = sub.add_parser(
+        "info", help="what is read from images (size, spacing, side, ...)",
+        description="Print what the reader takes from each image: size, bit depth, photometric "
+                    "interpretation, pixel spacing and side with their sources. Never prints "
+                    "patient identifiers.")
+    p.add_argument("images", nargs="+", type=Path, help="DICOM, PNG, JPEG, TIFF, NRRD or NIfTI files")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args) -> int:
+    from .imageio import read_radiograph
+
+    results, failed = [], 0
+    for path in args.images:
+        try:
+            results.append({"file": path.name, **read_radiograph(path).info()})
+        except KneeAlignmentError as exc:
+            failed += 1
+            results.append({"file": path.name, "error": str(exc)})
+    if args.json:
+        _print_json(results)
+    else:
+        for r in results:
+            print(r["file"])
+            for key, value in r.items():
+                if key != "file":
+                    print(f"  {key:<22} {value}")
+    return 1 if failed else 0
+
+
+# --- demo ---------------------------------------------------------------------------
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="run on the bundled examples",
+                       description="Measure the bundled example annotations and print the angles.")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from . import geometry
+
+    for path in sorted(EXAMPLES.glob("*.mrk.json")):
+        alignment, schema, side_source = measure_landmark_file(path)
+        print(f"== {path.name}  ({schema.kind} schema, side from {side_source})")
+        print(geometry.format_alignment(alignment))
+        print()
+    print(NOT_CLINICAL)
+    return 0
+
+
+# --- main ---------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kneealign",
+        description="Knee alignment on AP knee radiographs: anatomical tibiofemoral angle (aTFA) "
+                    "by the FTS and FNTS methods from femur, tibia and fibula landmarks. " + NOT_CLINICAL)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for add in (_add_demo, _add_angles, _add_info):
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KneeAlignmentError as exc:
+        print(f"kneealign: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kneealign: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
