@@ -378,12 +378,33 @@ def build(kind):
     }
 
 
+EXAMPLE_VALGUS_DEG = {"preop": 6.0, "postop": 4.0}
+EXAMPLE_SPACING_MM = (0.15, 0.15)
+
+
+def write_example(kind):
+    """The template posed with a known valgus, as the bundled example annotation."""
+    from KneeAlignmentLib.markups import ImagePlane, write_landmarks
+    from KneeAlignmentLib.schema import example_landmarks_px, load_schema
+
+    load_schema.cache_clear()
+    schema = load_schema(kind)
+    points_px = example_landmarks_px(kind, atfa_valgus_deg=EXAMPLE_VALGUS_DEG[kind],
+                                     spacing_mm=EXAMPLE_SPACING_MM[0])
+    path = OUT / "examples" / f"example_{kind}.mrk.json"
+    path.parent.mkdir(exist_ok=True)
+    return write_landmarks(path, schema.names, points_px, ImagePlane.identity(EXAMPLE_SPACING_MM),
+                           descriptions=[lm.description for lm in schema.landmarks],
+                           node_name=f"Example {kind} landmarks")
+
+
 def main():
     for kind in ("preop", "postop"):
         doc = build(kind)
         path = OUT / f"{kind}.json"
         path.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"{path}: {doc['count']} landmarks")
+        print(f"{write_example(kind)}: {EXAMPLE_VALGUS_DEG[kind]} deg valgus by construction")
 
 
 if __name__ == "__main__":

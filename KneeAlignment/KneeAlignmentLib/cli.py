@@ -42,14 +42,19 @@ def _add_angles(sub):
     p.set_defaults(func=_cmd_angles)
 
 
-def measure_landmark_file(path: Path, schema_kind="auto", side=None, spacing_mm=None):
-    """Alignment from a .mrk.json file; returns (alignment, schema, side_source)."""
+def measure_landmark_file(path: Path, schema_kind="auto", side=None, spacing_mm=(1.0, 1.0)):
+    """Alignment from a .mrk.json file; returns (alignment, schema, side_source).
+
+    Points are read in the file's millimetres; ``spacing_mm`` is for files whose
+    coordinates are pixels of an image without spacing.
+    """
     from . import geometry, markups, schema as schema_mod
 
     if schema_kind == "auto":
-        schema_kind = schema_mod.kind_for_count(markups.count_landmarks(path))
+        fiducials = [n for n in markups.read_markups(path) if n.type == "Fiducial"]
+        schema_kind = schema_mod.kind_for_count(max((len(n.labels) for n in fiducials), default=0))
     schema = schema_mod.load_schema(schema_kind)
-    points_px = markups.read_landmarks(path, schema.names)
+    points_px = markups.read_landmarks(path, schema.names, markups.ImagePlane.identity(spacing_mm))
     side_source = "given"
     if side is None:
         side, side_source = geometry.infer_side(points_px, schema), "anatomy (fibula is lateral)"
@@ -106,6 +111,35 @@ def _cmd_info(args) -> int:
     return 1 if failed else 0
 
 
+# --- schema -------------------------------------------------------------------------
+
+def _add_schema(sub):
+    p = sub.add_parser("schema", help="list a landmark schema or draw it",
+                       description="List the landmarks of a schema (name, group, mirror partner, "
+                                   "description) or draw its diagram as a PNG.")
+    p.add_argument("kind", choices=["preop", "postop"])
+    p.add_argument("--figure", type=Path, metavar="PNG", help="write the labelled diagram here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_schema)
+
+
+def _cmd_schema(args) -> int:
+    from .schema import load_schema
+
+    schema = load_schema(args.kind)
+    if args.figure:
+        from .overlay import draw_schema
+
+        print(f"wrote {draw_schema(args.kind, args.figure)}")
+    elif args.json:
+        _print_json([lm.__dict__ for lm in schema.landmarks])
+    else:
+        print(f"{args.kind} schema v{schema.version}: {len(schema)} landmarks")
+        for lm in schema.landmarks:
+            print(f"{lm.index:4d}  {lm.name:<6} {lm.group:<24} {lm.mirror or '-':<6} {lm.description}")
+    return 0
+
+
 # --- demo ---------------------------------------------------------------------------
 
 def _add_demo(sub):
@@ -135,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "by the FTS and FNTS methods from femur, tibia and fibula landmarks. " + NOT_CLINICAL)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for add in (_add_demo, _add_angles, _add_info):
+    for add in (_add_demo, _add_angles, _add_info, _add_schema):
         add(sub)
     return parser
 

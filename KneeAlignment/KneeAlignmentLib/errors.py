@@ -11,7 +11,7 @@ class KneeAlignmentError(Exception):
 
 
 class ImageReadError(KneeAlignmentError):
-    """An image file cannot be read as a single-frame 2D radiograph."""
+    """An image (file or array) cannot be read as a single-frame 2D radiograph."""
 
 
 class SchemaError(KneeAlignmentError):
