@@ -328,9 +328,35 @@ DEFINITIONS_POSTOP_EXTRA = {
 }
 
 
+# Joint-line obliquity of a normal knee: the distal femur is drawn with its condylar line
+# 81 deg from the shaft on the lateral side (aLDFA) and the plateau 87 deg from the tibial
+# shaft on the medial side (MPTA), by shearing the ends of the bones; shafts stay vertical.
+# The femoral component follows the condyles (alpha ~97 deg); the tibial tray stays at 90.
+FEMUR_SHEAR = np.tan(np.radians(7.6))   # template condylar line before shearing: aLDFA 88.7
+TIBIA_SHEAR = np.tan(np.radians(3.0))   # template plateau before shearing: MPTA 90
+
+
+def smoothstep(t):
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def joint_obliquity(code, pts):
+    pts = np.array(pts, dtype=float)
+    x, y = pts[:, 0], pts[:, 1]
+    if code[0] == "F" and code != "FIB" or code.startswith("CF"):
+        pts[:, 1] = y + FEMUR_SHEAR * x * smoothstep((y + 60.0) / 35.0)  # full below y = -25
+    elif code[0] == "T":  # the tibial tray stays square to the shaft, as a surgeon cuts it
+        pts[:, 1] = y + TIBIA_SHEAR * x * smoothstep((50.0 - y) / 35.0)  # full above y = 15
+    return pts
+
+
 def build(kind):
     entries = PREOP + (POSTOP_EXTRA if kind == "postop" else [])
-    built = {code: builder() for code, _, builder, _ in entries}
+    built = {}
+    for code, _, builder, _ in entries:
+        pts, anchors = builder()
+        built[code] = (joint_obliquity(code, pts), anchors)
     landmarks, contours, template = [], [], []
     for code, group, _, mirror in entries:
         pts, anchors = built[code]

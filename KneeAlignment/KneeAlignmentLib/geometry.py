@@ -1,0 +1,478 @@
+"""Knee alignment geometry: landmarks -> axes -> angles and joint-space widths. Pure numpy.
+
+Every angle is computed in physical space: pixels are scaled to millimetres first
+(x * col_mm, y * row_mm), because an anisotropic pixel spacing changes angles. Without a
+spacing, pixels are taken as square and lengths are reported in px only.
+
+Conventions. Image pixels: x = column, y = row (downwards). Radiographs are displayed in
+the radiological convention (patient's right on the viewer's left), so the lateral side
+of a RIGHT knee is towards -x and of a LEFT knee towards +x. Laterality is taken from the
+``side`` argument alone and expressed relative to the femoral axis, so every result is
+invariant to rotating, translating or uniformly scaling the image, and mirroring an image
+(x -> W - x) together with switching the side leaves every value unchanged. Landmark
+names are only used to group points into lines: lateral/medial pairs are treated
+symmetrically, and the joint-space compartments are assigned by where they lie.
+
+Axes (derived points from the schema's ``definitions``):
+
+- FTS ("femoral and tibial shafts"): a total-least-squares line through the femoral
+  (tibial) shaft centres, the midpoints of paired cortex points along the diaphysis.
+- FNTS ("femoral notch, tibial spines"): femoral shaft centre (mean of the shaft centres)
+  -> femoral notch point; tibial spine centre -> tibial shaft centre.
+
+aTFA is the signed angle from the femoral to the tibial axis, both pointing distally:
+positive (valgus, knock-knee) when the distal tibia deviates laterally.
+
+Shape legend: K landmarks, M shaft centres; points are (x, y); ``*_px`` image pixels,
+``*_mm`` millimetres. Axis endpoints are (2, 2) arrays [proximal, distal] in px.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from .errors import GeometryError
+from .schema import LandmarkSchema
+
+__all__ = [
+    "NEUTRAL_TOLERANCE_DEG",
+    "Alignment",
+    "alignment_label",
+    "compute_alignment",
+    "format_alignment",
+    "infer_side",
+]
+
+SIDES = ("L", "R")
+# |aTFA| below this is labelled 'neutral': finer differences are below what landmark
+# placement on a radiograph resolves.
+NEUTRAL_TOLERANCE_DEG = 0.5
+# Lengths below this fraction of the landmark extent count as zero (degenerate axes).
+_RELATIVE_TOLERANCE = 1e-9
+# Shaft centres whose minor spread exceeds half their major spread do not define a line.
+_MAX_MINOR_TO_MAJOR_SPREAD = 0.5
+
+
+@dataclass(frozen=True, eq=False)
+class Alignment:
+    """Alignment measured from one landmark set.
+
+    Angles in degrees, lengths in px (image pixels) and mm (None without a spacing).
+    Pre-op measures (aLDFA, MPTA, JLCA, joint space) are None for post-op landmarks,
+    whose joint surfaces are implants; the component angles are None for pre-op ones.
+
+    Attributes:
+        side: 'L' or 'R'.
+        spacing_known: whether a pixel spacing was given (else px were taken as square).
+        atfa_fts_deg, atfa_fnts_deg: signed anatomical tibiofemoral angle, valgus positive,
+            from the FTS and FNTS axes; label_fts, label_fnts: 'valgus', 'varus' or 'neutral'.
+        femoral_axis_fts_px, tibial_axis_fts_px: (2, 2) [proximal, distal] ends of the
+            fitted shaft lines over the span of their centre points.
+        femoral_axis_fnts_px: (2, 2) [femoral shaft centre, femoral notch].
+        tibial_axis_fnts_px: (2, 2) [tibial spine centre, tibial shaft centre].
+        femoral_shaft_centres_px, tibial_shaft_centres_px: (M, 2) the points the FTS axes fit.
+        aldfa_deg: anatomical lateral distal femoral angle: between the femoral FTS axis
+            (proximal part) and the femoral condylar line, on the lateral side (normal ~81).
+        mpta_deg: medial proximal tibial angle: between the tibial FTS axis (distal part)
+            and the tibial plateau line, on the medial side (normal ~87).
+        jlca_deg: joint line convergence angle between the condylar and plateau lines;
+            positive when they converge medially (the joint opens laterally, as in varus
+            knees with medial narrowing), negative when they converge laterally. With these
+            signs atfa_fts_deg = mpta_deg - aldfa_deg - jlca_deg exactly.
+        jsw_lateral_px, jsw_medial_px (and _mm): minimum distance between the condyle
+            outline and the plateau outline of each compartment, as polylines (0 if they
+            cross).
+        femoral_component_alpha_deg, tibial_component_beta_deg: see compute_alignment.
+    """
+
+    side: str
+    spacing_known: bool
+    atfa_fts_deg: float
+    label_fts: str
+    atfa_fnts_deg: float
+    label_fnts: str
+    femoral_axis_fts_px: np.ndarray
+    tibial_axis_fts_px: np.ndarray
+    femoral_axis_fnts_px: np.ndarray
+    tibial_axis_fnts_px: np.ndarray
+    femoral_shaft_centres_px: np.ndarray
+    tibial_shaft_centres_px: np.ndarray
+    aldfa_deg: float | None
+    mpta_deg: float | None
+    jlca_deg: float | None
+    jsw_lateral_px: float | None
+    jsw_medial_px: float | None
+    jsw_lateral_mm: float | None
+    jsw_medial_mm: float | None
+    femoral_component_alpha_deg: float | None
+    tibial_component_beta_deg: float | None
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable dict of every field (arrays as nested lists, full precision)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                value = value.tolist()
+            elif isinstance(value, (float, np.floating)):
+                value = float(value)
+            out[f.name] = value
+        return out
+
+
+def alignment_label(atfa_deg: float) -> str:
+    """'valgus' (positive), 'varus' (negative) or 'neutral' (|aTFA| < NEUTRAL_TOLERANCE_DEG)."""
+    if abs(atfa_deg) < NEUTRAL_TOLERANCE_DEG:
+        return "neutral"
+    return "valgus" if atfa_deg > 0 else "varus"
+
+
+def compute_alignment(points_px: np.ndarray, schema: LandmarkSchema, side: str,
+                      spacing_mm: tuple[float, float] | None = None) -> Alignment:
+    """Measure alignment from one landmark set.
+
+    Args:
+        points_px: (K, 2) landmarks of ``schema`` as (x, y) image pixels.
+        schema: the pre-op or post-op landmark schema the points follow.
+        side: 'R' or 'L', the knee's laterality (radiological display assumed).
+        spacing_mm: (row_mm, col_mm) pixel spacing, or None if unknown.
+
+    Post-op landmarks also give the component angles of the Knee Society Total Knee
+    Arthroplasty Roentgenographic Evaluation and Scoring System (Ewald FC, Clin Orthop
+    Relat Res 1989;248:9-12), on the AP view, as summarised in the systematic review
+    "Does malalignment affect revision rate in total knee replacements"
+    (SpringerPlus 2015, doi:10.1186/s40064-015-1604-4, Fig. 3):
+
+    - alpha (femoral component angle, coronal femoral angle): between the femoral
+      anatomical axis (the FTS shaft line, proximal part) and the line across the most
+      distal points of the component's condyles, measured on the medial side; ideal
+      about 96 degrees (larger = femoral component in more valgus).
+    - beta (tibial component angle, coronal tibial angle): between the tibial anatomical
+      axis (the FTS shaft line, distal part) and the tibial tray (the line across its
+      lower surface), measured on the medial side; ideal 90 degrees (less = varus).
+
+    Returns:
+        Alignment.
+
+    Raises:
+        GeometryError: points not (K, 2) or not finite, side not 'L'/'R', spacing not two
+            positive finite numbers, degenerate axes or lines (coincident shaft centres,
+            zero-length axes), or a fibula lying medially for the given side.
+    """
+    points_px = _check_points(points_px, schema)
+    if not (isinstance(side, str) and side in SIDES):
+        raise GeometryError(f"side must be 'L' or 'R', got {side!r}")
+    scale_xy = _check_spacing(spacing_mm)
+    points_mm = points_px * scale_xy
+    tol = _tolerance(points_mm)
+    postop = schema.kind == "postop"
+
+    femur_mm = schema.derive(points_mm, "femoral_shaft_centres")
+    tibia_mm = schema.derive(points_mm, "tibial_shaft_centres")
+    knee_mm = _knee_centre(points_mm, schema)
+    femoral = _fit_axis(femur_mm, knee_mm, towards=True, what="femoral shaft centres", tol=tol)
+    tibial = _fit_axis(tibia_mm, knee_mm, towards=False, what="tibial shaft centres", tol=tol)
+    d_f, d_t = femoral[1], tibial[1]
+    lat_f, lat_t = _lateral(d_f, side), _lateral(d_t, side)
+
+    fibula_side = _side_of_fibula(points_mm, schema, tibial, tol)
+    if fibula_side != side:
+        raise GeometryError(f"side {side!r} contradicts the landmarks: the fibula, which is lateral, lies "
+                            f"where it would for side {fibula_side!r} in the radiological display")
+
+    # FNTS: femoral shaft centre -> notch; tibial spine centre -> tibial shaft centre.
+    notch_mm = schema.derive(points_mm, "femoral_notch")
+    spine_mm = schema.derive(points_mm, "tibial_spine_centre")
+    d_f_fnts = _unit(notch_mm - femur_mm.mean(axis=0), "FNTS femoral axis (shaft centre to notch)", tol)
+    d_t_fnts = _unit(tibia_mm.mean(axis=0) - spine_mm, "FNTS tibial axis (spine centre to shaft centre)", tol)
+
+    atfa_fts = _signed_deg(d_t, d_f, lat_f)
+    atfa_fnts = _signed_deg(d_t_fnts, d_f_fnts, _lateral(d_f_fnts, side))
+
+    aldfa = mpta = jlca = jsw_lat_px = jsw_med_px = jsw_lat_mm = jsw_med_mm = alpha = beta = None
+    if postop:
+        # medial rays of the component lines; angles inside the bone each belongs to
+        component = _line_ray(schema.derive(points_mm, "femoral_component_line"), -lat_f,
+                              "femoral component line", tol)
+        tray = _line_ray(schema.derive(points_mm, "tibial_component_line"), -lat_t, "tibial component line", tol)
+        alpha = _angle_deg(-d_f, component)
+        beta = _angle_deg(d_t, tray)
+    else:
+        condyles_med = _line_ray(schema.derive(points_mm, "femoral_condylar_line"), -lat_f,
+                                 "femoral condylar line", tol)
+        plateau_med = _line_ray(schema.derive(points_mm, "tibial_plateau_line"), -lat_t,
+                                "tibial plateau line", tol)
+        aldfa = _angle_deg(-d_f, -condyles_med)
+        mpta = _angle_deg(d_t, plateau_med)
+        # positive when the plateau's medial ray turns proximally towards the condylar line
+        proximal = _perpendicular_towards(condyles_med, -d_f)
+        jlca = math.degrees(math.atan2(plateau_med @ proximal, plateau_med @ condyles_med))
+        compartments = _compartments_lateral_first(points_mm, schema, lat_f, knee_mm)
+        jsw_lat_px, jsw_med_px = _joint_space(points_px, schema, compartments)
+        if spacing_mm is not None:
+            jsw_lat_mm, jsw_med_mm = _joint_space(points_mm, schema, compartments)
+
+    return Alignment(
+        side=side,
+        spacing_known=spacing_mm is not None,
+        atfa_fts_deg=atfa_fts,
+        label_fts=alignment_label(atfa_fts),
+        atfa_fnts_deg=atfa_fnts,
+        label_fnts=alignment_label(atfa_fnts),
+        femoral_axis_fts_px=_frozen(_axis_ends(femoral) / scale_xy),
+        tibial_axis_fts_px=_frozen(_axis_ends(tibial) / scale_xy),
+        femoral_axis_fnts_px=_frozen(np.stack([femur_mm.mean(axis=0), notch_mm]) / scale_xy),
+        tibial_axis_fnts_px=_frozen(np.stack([spine_mm, tibia_mm.mean(axis=0)]) / scale_xy),
+        femoral_shaft_centres_px=_frozen(femur_mm / scale_xy),
+        tibial_shaft_centres_px=_frozen(tibia_mm / scale_xy),
+        aldfa_deg=aldfa, mpta_deg=mpta, jlca_deg=jlca,
+        jsw_lateral_px=jsw_lat_px, jsw_medial_px=jsw_med_px,
+        jsw_lateral_mm=jsw_lat_mm, jsw_medial_mm=jsw_med_mm,
+        femoral_component_alpha_deg=alpha, tibial_component_beta_deg=beta,
+    )
+
+
+def infer_side(points_px: np.ndarray, schema: LandmarkSchema) -> str:
+    """The knee's side from its anatomy: the fibula is lateral to the tibia.
+
+    Assumes the radiological display convention (patient's right on the viewer's left).
+    For an upright image this returns 'R' when the fibula lies at smaller x than the
+    tibial shaft axis and 'L' otherwise; the comparison is made across the tibial axis,
+    so a rotated image gives the same answer (a mirrored one the other side).
+
+    Args:
+        points_px: (K, 2) landmarks of ``schema`` as (x, y) image pixels.
+
+    Raises:
+        GeometryError: invalid points, a degenerate tibial axis, or a fibula on the axis.
+    """
+    points_px = _check_points(points_px, schema)
+    tol = _tolerance(points_px)
+    tibial = _fit_axis(schema.derive(points_px, "tibial_shaft_centres"), _knee_centre(points_px, schema),
+                       towards=False, what="tibial shaft centres", tol=tol)
+    return _side_of_fibula(points_px, schema, tibial, tol)
+
+
+def format_alignment(alignment: Alignment) -> str:
+    """A plain-text table of an Alignment for people (angles to 0.1 degree)."""
+    side = {"R": "right", "L": "left"}[alignment.side]
+    spacing = "pixel spacing known" if alignment.spacing_known else "pixel spacing unknown: lengths in px"
+    rows = [
+        ("aTFA, shaft axes (FTS)", _deg(alignment.atfa_fts_deg, alignment.label_fts)),
+        ("aTFA, notch-spine axes (FNTS)", _deg(alignment.atfa_fnts_deg, alignment.label_fnts)),
+        ("aLDFA (lateral distal femoral)", _deg(alignment.aldfa_deg)),
+        ("MPTA (medial proximal tibial)", _deg(alignment.mpta_deg)),
+        ("JLCA (+ converging medially)", _deg(alignment.jlca_deg)),
+        ("Joint space, lateral (min)", _length(alignment.jsw_lateral_mm, alignment.jsw_lateral_px)),
+        ("Joint space, medial (min)", _length(alignment.jsw_medial_mm, alignment.jsw_medial_px)),
+        ("Femoral component alpha", _deg(alignment.femoral_component_alpha_deg, "medial; ideal ~96")),
+        ("Tibial component beta", _deg(alignment.tibial_component_beta_deg, "medial; ideal 90")),
+    ]
+    rows = [(name, value) for name, value in rows if value is not None]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"Knee alignment: {side} knee ({alignment.side}), {spacing}"]
+    lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+# --- validation -----------------------------------------------------------------------
+
+def _check_points(points_px, schema: LandmarkSchema) -> np.ndarray:
+    try:
+        points = np.array(points_px, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise GeometryError("landmarks must be numbers (an array of (x, y) pixel coordinates)") from None
+    if points.shape != (len(schema), 2):
+        raise GeometryError(f"expected ({len(schema)}, 2) landmarks for the {schema.kind} schema, "
+                            f"got shape {points.shape}")
+    bad = ~np.isfinite(points).all(axis=1)
+    if bad.any():
+        names = [schema.names[i] for i in np.flatnonzero(bad)]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise GeometryError(f"landmark coordinates must be finite; NaN or inf at {shown}")
+    return points
+
+
+def _check_spacing(spacing_mm) -> np.ndarray:
+    """(2,) factors (col_mm, row_mm) that turn (x, y) px into mm; ones when unknown."""
+    if spacing_mm is None:
+        return np.ones(2)
+    try:
+        spacing = np.array(spacing_mm, dtype=np.float64)
+    except (TypeError, ValueError):
+        spacing = None
+    if spacing is None or spacing.shape != (2,) or not (np.isfinite(spacing).all() and (spacing > 0).all()):
+        raise GeometryError(f"spacing_mm must be two positive finite numbers (row_mm, col_mm), got {spacing_mm!r}")
+    return spacing[::-1].copy()
+
+
+def _tolerance(points: np.ndarray) -> float:
+    extent = float(np.ptp(points, axis=0).max())
+    if extent == 0.0:
+        raise GeometryError("all landmarks coincide")
+    return _RELATIVE_TOLERANCE * extent
+
+
+# --- axes and lines -------------------------------------------------------------------
+
+def _knee_centre(points: np.ndarray, schema: LandmarkSchema) -> np.ndarray:
+    """(2,) the schema's 'knee_centre' reference point."""
+    names = [p["name"] for p in schema.definitions["reference_points"]["points"]]
+    return schema.reference_points(points)[names.index("knee_centre")]
+
+
+def _fit_axis(centres: np.ndarray, knee: np.ndarray, towards: bool, what: str, tol: float):
+    """Total-least-squares line through centres (M, 2), pointing distally.
+
+    The femur's distal direction points towards the knee centre (towards=True), the
+    tibia's away from it. Returns (centroid (2,), unit direction (2,), t_min, t_max), t the
+    signed position of the centres along the line.
+    """
+    centroid = centres.mean(axis=0)
+    offsets = centres - centroid
+    _, singular, vt = np.linalg.svd(offsets, full_matrices=False)
+    direction = vt[0]
+    t = offsets @ direction
+    if np.ptp(t) <= tol:
+        raise GeometryError(f"the {what} coincide: no axis can be fitted")
+    if singular[1] > _MAX_MINOR_TO_MAJOR_SPREAD * singular[0]:
+        raise GeometryError(f"the {what} do not lie along a line")
+    along = (knee - centroid) @ direction
+    if abs(along) <= tol:
+        raise GeometryError(f"the knee centre lies level with the {what}: the axis has no distal end")
+    sign = 1.0 if (along > 0) == towards else -1.0
+    return centroid, sign * direction, float(np.min(sign * t)), float(np.max(sign * t))
+
+
+def _axis_ends(axis) -> np.ndarray:
+    centroid, direction, t_min, t_max = axis
+    return np.stack([centroid + t_min * direction, centroid + t_max * direction])
+
+
+def _unit(vector: np.ndarray, what: str, tol: float) -> np.ndarray:
+    norm = float(np.hypot(*vector))
+    if norm <= tol:
+        raise GeometryError(f"the {what} has zero length")
+    return vector / norm
+
+
+def _lateral(distal: np.ndarray, side: str) -> np.ndarray:
+    """Unit lateral direction for a distal direction (2,), in the radiological display.
+
+    A right knee upright (distal = +y) has lateral = -x: the distal direction turned by
+    +90 degrees in image coordinates; a left knee is its mirror image.
+    """
+    distal = distal / np.hypot(*distal)
+    turned = np.array([-distal[1], distal[0]])
+    return turned if side == "R" else -turned
+
+
+def _line_ray(line: np.ndarray, towards: np.ndarray, what: str, tol: float) -> np.ndarray:
+    """Unit direction of the line through two points (2, 2), oriented along ``towards``."""
+    ray = _unit(line[1] - line[0], what, tol)
+    return ray if ray @ towards >= 0 else -ray
+
+
+def _perpendicular_towards(ray: np.ndarray, towards: np.ndarray) -> np.ndarray:
+    normal = np.array([-ray[1], ray[0]])
+    return normal if normal @ towards >= 0 else -normal
+
+
+def _angle_deg(u: np.ndarray, v: np.ndarray) -> float:
+    """Angle in [0, 180] between unit vectors u and v (atan2: accurate near 0 and 180)."""
+    return math.degrees(math.atan2(abs(u[0] * v[1] - u[1] * v[0]), u @ v))
+
+
+def _signed_deg(tibial: np.ndarray, femoral: np.ndarray, lateral: np.ndarray) -> float:
+    """Signed angle from the femoral to the tibial distal direction, positive laterally."""
+    return math.degrees(math.atan2(tibial @ lateral, tibial @ femoral))
+
+
+def _side_of_fibula(points: np.ndarray, schema: LandmarkSchema, tibial, tol: float) -> str:
+    centroid, distal, _, _ = tibial
+    fibula = points[schema.group_indices("fibula")].mean(axis=0)
+    offset = (fibula - centroid) @ _lateral(distal, "R")
+    if abs(offset) <= tol:
+        raise GeometryError("the fibula lies on the tibial axis: the knee's side cannot be told")
+    return "R" if offset > 0 else "L"
+
+
+# --- joint space ----------------------------------------------------------------------
+
+def _compartments_lateral_first(points: np.ndarray, schema: LandmarkSchema, lateral: np.ndarray,
+                                knee: np.ndarray) -> tuple[str, str]:
+    """The schema's two 'joint_space' compartments ordered (lateral, medial) by where they lie.
+
+    Telling them apart by position, not by name, keeps the result independent of how
+    lateral/medial pairs are named. ``lateral``: unit lateral direction (2,), ``knee`` (2,).
+    """
+    spaces = schema.definitions["joint_space"]
+    first, second = "lateral", "medial"
+    at = {c: (points[schema.indices(spaces[c]["femur"])].mean(axis=0) - knee) @ lateral for c in (first, second)}
+    if at[first] == at[second]:
+        raise GeometryError("the joint-space compartments coincide: lateral and medial cannot be told apart")
+    return (first, second) if at[first] > at[second] else (second, first)
+
+
+def _joint_space(points: np.ndarray, schema: LandmarkSchema, compartments: tuple[str, str]) -> tuple[float, float]:
+    """Minimum condyle-to-plateau polyline distance of each compartment, in the units of points (K, 2)."""
+    spaces = schema.definitions["joint_space"]
+    return tuple(_polyline_distance(points[schema.indices(spaces[c]["femur"])],
+                                    points[schema.indices(spaces[c]["tibia"])]) for c in compartments)
+
+
+def _polyline_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Minimum distance between polylines a (N, 2) and b (M, 2); 0 where they cross.
+
+    Two segments that do not cross are closest at an endpoint of one of them, so the
+    minimum over vertex-to-segment distances both ways is exact.
+    """
+    a0, a1, b0, b1 = a[:-1], a[1:], b[:-1], b[1:]
+    nearest = min(_point_segment_distances(a, b0, b1).min(), _point_segment_distances(b, a0, a1).min())
+    # proper crossings: each segment's ends lie strictly on opposite sides of the other
+    side_b0 = _cross(a1 - a0, b0[None] - a0[:, None])
+    side_b1 = _cross(a1 - a0, b1[None] - a0[:, None])
+    side_a0 = _cross((b1 - b0)[None], a0[:, None] - b0[None])
+    side_a1 = _cross((b1 - b0)[None], a1[:, None] - b0[None])
+    crossing = (side_b0 * side_b1 < 0) & (side_a0 * side_a1 < 0)
+    return 0.0 if crossing.any() else float(nearest)
+
+
+def _point_segment_distances(p: np.ndarray, s0: np.ndarray, s1: np.ndarray) -> np.ndarray:
+    """(P, S) distances from points p (P, 2) to segments s0 -> s1 (S, 2)."""
+    seg = s1 - s0
+    length2 = np.einsum("ij,ij->i", seg, seg)
+    rel = p[:, None] - s0[None]
+    t = np.einsum("psj,sj->ps", rel, seg) / np.where(length2 > 0, length2, 1.0)
+    closest = s0[None] + np.clip(t, 0.0, 1.0)[..., None] * seg[None]
+    return np.hypot(*np.moveaxis(p[:, None] - closest, -1, 0))
+
+
+def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    if u.ndim < v.ndim:
+        u = u[:, None]
+    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+
+
+# --- formatting -----------------------------------------------------------------------
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array = np.array(array, dtype=np.float64)
+    array.setflags(write=False)
+    return array
+
+
+def _deg(value: float | None, note: str = "") -> str | None:
+    if value is None:
+        return None
+    value = round(value, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return f"{value:6.1f}°  {note}".rstrip()  # fixed width: the decimal points line up
+
+
+def _length(mm: float | None, px: float | None) -> str | None:
+    if px is None:
+        return None
+    return f"{px:6.1f} px" if mm is None else f"{mm:6.1f} mm ({px:.1f} px)"
