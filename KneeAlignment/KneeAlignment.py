@@ -25,8 +25,10 @@ from slicer.util import VTKObservationMixin
 SCHEMA_KINDS = {"Pre-op": "preop", "Post-op": "postop"}
 # GUI choice -> side code of KneeAlignmentLib ("Auto" resolves to one of these at run time).
 SIDE_CODES = {"Left": "L", "Right": "R"}
-# DICOM attributes that give the side, in order of precedence (as KneeAlignmentLib.imageio reads them).
-LATERALITY_TAGS = ("0020,0062", "0020,0060")  # Image Laterality, Laterality
+# DICOM laterality attributes as Slicer's DICOM database names them (tags).
+LATERALITY_TAGS = {"ImageLaterality": "0020,0062", "Laterality": "0020,0060"}
+# RAS <-> LPS: negate x and y (its own inverse). Slicer's scene is RAS; the core works in LPS.
+RAS_LPS_FLIP = (-1.0, -1.0, 1.0)
 # Landmarks farther than this from the radiograph's plane are rejected rather than projected.
 PLANE_TOLERANCE_MM = 0.5
 
@@ -250,58 +252,39 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic):
         """(LandmarkSchema, (K, 2) px as (x, y) in schema order) from a labelled point list."""
         import numpy as np
 
-        from KneeAlignmentLib.errors import MarkupsError
-        from KneeAlignmentLib.schema import load_schema
+        from KneeAlignmentLib.markups import MarkupsNode, landmarks_px
+        from KneeAlignmentLib.schema import kind_for_labels, load_schema
 
         if landmarksNode is None:
             raise ValueError("select a landmark point list")
         count = landmarksNode.GetNumberOfControlPoints()
         labels = [landmarksNode.GetNthControlPointLabel(i) for i in range(count)]
         if schema == "Auto":
-            implantNames = set(load_schema("postop").names) - set(load_schema("preop").names)
-            kind = "postop" if implantNames & set(labels) else "preop"
+            kind = kind_for_labels(labels)
         elif schema in SCHEMA_KINDS:
             kind = SCHEMA_KINDS[schema]
         else:
             raise ValueError(f"schema must be Auto, Pre-op or Post-op, got {schema!r}")
         landmarkSchema = load_schema(kind)
-
-        defined = {
-            label: i for i, label in enumerate(labels)
-            if landmarksNode.GetNthControlPointPositionStatus(i) == slicer.vtkMRMLMarkupsNode.PositionDefined
-        }
-        problems = {
-            "unknown labels": sorted(set(labels) - set(landmarkSchema.names)),
-            "duplicated labels": sorted({label for label in labels if labels.count(label) > 1}),
-            "missing landmarks": [name for name in landmarkSchema.names if name not in defined],
-        }
-        found = "; ".join(
-            f"{what}: {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}"
-            for what, items in problems.items() if items
-        )
-        if found:
-            raise MarkupsError(f"point list {landmarksNode.GetName()!r} does not fit the {kind} schema ({found})")
-
-        allRas = slicer.util.arrayFromMarkupsControlPoints(landmarksNode, world=True)
-        positionsRas = allRas[[defined[name] for name in landmarkSchema.names]]
-        positionsLps = positionsRas * np.array([-1.0, -1.0, 1.0])
-        off = np.abs(plane.off_plane_mm(positionsLps))
-        if off.max() > PLANE_TOLERANCE_MM:
-            raise MarkupsError(f"landmarks lie up to {off.max():.3g} mm off the radiograph's plane")
-        return landmarkSchema, plane.to_px(positionsLps)
+        # Undefined positions become NaN rows, which the core reports as missing landmarks.
+        positionsLps = slicer.util.arrayFromMarkupsControlPoints(landmarksNode, world=True) * RAS_LPS_FLIP
+        for i in range(count):
+            if landmarksNode.GetNthControlPointPositionStatus(i) != slicer.vtkMRMLMarkupsNode.PositionDefined:
+                positionsLps[i] = np.nan
+        node = MarkupsNode("Fiducial", landmarksNode.GetName(), tuple(labels), positionsLps)
+        return landmarkSchema, landmarks_px(node, landmarkSchema.names, plane, tolerance_mm=PLANE_TOLERANCE_MM)
 
     @staticmethod
     def dicomSide(volumeNode):
         """"L"/"R" from the DICOM laterality of a volume loaded by the DICOM module, else None."""
+        from KneeAlignmentLib.imageio import side_from_laterality
+
         uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
         database = getattr(slicer, "dicomDatabase", None)  # set by the DICOM module
         if not uids or database is None:
             return None
-        for tag in LATERALITY_TAGS:
-            value = database.instanceValue(uids[0], tag).strip().upper()
-            if value in ("L", "R"):
-                return value
-        return None
+        values = {keyword: database.instanceValue(uids[0], tag) for keyword, tag in LATERALITY_TAGS.items()}
+        return side_from_laterality(values)[0]
 
     def updateResultsTable(self, tableNode, volumeNode, landmarksNode, kind, alignment) -> int:
         """Write the results into the point list's row (added when new); returns the row index."""
@@ -336,18 +319,17 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic):
         """Line markups for the four axes and angle markups for both aTFA, referenced from the point list."""
         import numpy as np
 
-        lpsToRas = np.array([-1.0, -1.0, 1.0])
         for method, color in (("FTS", (1.0, 0.69, 0.0)), ("FNTS", (0.35, 0.75, 1.0))):
             femoralPx = getattr(alignment, f"femoral_axis_{method.lower()}_px")
             tibialPx = getattr(alignment, f"tibial_axis_{method.lower()}_px")
             for bone, axisPx in (("femoral", femoralPx), ("tibial", tibialPx)):
                 line = self._outputNode(landmarksNode, "vtkMRMLMarkupsLineNode", f"{bone} axis {method}", color)
-                slicer.util.updateMarkupsControlPointsFromArray(line, plane.to_lps(axisPx) * lpsToRas)
+                slicer.util.updateMarkupsControlPointsFromArray(line, plane.to_lps(axisPx) * RAS_LPS_FLIP)
             # Angle at the femoral axis' distal end, between the femoral axis and the tibial
             # axis' direction: Slicer shows 180 - |aTFA|, in physical space.
             anglePx = np.stack([femoralPx[0], femoralPx[1], femoralPx[1] + (tibialPx[1] - tibialPx[0])])
             angle = self._outputNode(landmarksNode, "vtkMRMLMarkupsAngleNode", f"aTFA {method}", color)
-            slicer.util.updateMarkupsControlPointsFromArray(angle, plane.to_lps(anglePx) * lpsToRas)
+            slicer.util.updateMarkupsControlPointsFromArray(angle, plane.to_lps(anglePx) * RAS_LPS_FLIP)
 
     @staticmethod
     def _outputNode(landmarksNode, className, title, color):
@@ -444,6 +426,6 @@ class KneeAlignmentTest(ScriptedLoadableModuleTest):
 
         volume, points, _pointsPx = self._exampleScene("preop")
         points.RemoveNthControlPoint(0)
-        with self.assertRaisesRegex(MarkupsError, "missing landmarks: FLC00"):
+        with self.assertRaisesRegex(MarkupsError, "missing landmarks 'FLC00'"):
             KneeAlignmentLogic().measureFromLandmarks(volume, points, side="Right")
         self.delayDisplay("Test passed")

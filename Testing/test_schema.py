@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from KneeAlignmentLib.errors import SchemaError
-from KneeAlignmentLib.schema import KINDS, example_landmarks_px, kind_for_count, load_schema
+from KneeAlignmentLib.schema import KINDS, example_landmarks_px, kind_for_labels, load_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,9 +21,10 @@ def schema(request):
 def test_counts():
     assert len(load_schema("preop")) == 134
     assert len(load_schema("postop")) == 181
-    assert kind_for_count(134) == "preop" and kind_for_count(181) == "postop"
-    with pytest.raises(SchemaError, match="135 landmarks fit no schema"):
-        kind_for_count(135)
+    assert kind_for_labels(load_schema("preop").names) == "preop"
+    assert kind_for_labels(load_schema("postop").names) == "postop"
+    assert kind_for_labels(["FLC00", "CTK02"]) == "postop"  # one implant point is enough
+    assert kind_for_labels([]) == "preop"
 
 
 def test_postop_extends_preop():

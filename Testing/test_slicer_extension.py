@@ -418,6 +418,14 @@ class _PointList:
         self.labels, self.positions_ras = list(labels), np.asarray(positions_ras, dtype=float)
         self.statuses = list(statuses) if statuses is not None else [POSITION_DEFINED] * len(self.labels)
 
+    def remove(self, i):
+        self.labels.pop(i), self.statuses.pop(i)
+        self.positions_ras = np.delete(self.positions_ras, i, axis=0)
+
+    def add(self, label, position_ras):
+        self.labels.append(label), self.statuses.append(POSITION_DEFINED)
+        self.positions_ras = np.vstack([self.positions_ras, position_ras])
+
     def GetName(self):
         return "Landmarks"
 
@@ -503,10 +511,10 @@ def test_logic_maps_labelled_ras_points_to_schema_ordered_pixels(module, kind):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda n: (n.labels.pop(5), n.statuses.pop(5)), "missing landmarks: FLC05"),
-        (lambda n: n.statuses.__setitem__(3, POSITION_MISSING), "missing landmarks: FLC03"),
-        (lambda n: (n.labels.append("FLC00"), n.statuses.append(POSITION_DEFINED)), "duplicated labels: FLC00"),
-        (lambda n: (n.labels.append("Extra"), n.statuses.append(POSITION_DEFINED)), "unknown labels: Extra"),
+        (lambda n: n.remove(5), "missing landmarks 'FLC05'"),
+        (lambda n: n.statuses.__setitem__(3, POSITION_MISSING), "missing landmarks 'FLC03'"),
+        (lambda n: n.add("FLC00", n.positions_ras[0]), "duplicated labels 'FLC00'"),
+        (lambda n: n.add("Extra", n.positions_ras[0]), "unknown labels 'Extra'"),
     ],
 )
 def test_logic_names_the_landmarks_that_do_not_fit_the_schema(module, edit, message):
@@ -516,7 +524,6 @@ def test_logic_names_the_landmarks_that_do_not_fit_the_schema(module, edit, mess
     names, _, positions_ras = _labelled_example("preop")
     node = _PointList(names, positions_ras)
     edit(node)
-    # Positions are read only once the labels pass, so their count may lag behind here.
     with pytest.raises(MarkupsError, match=message):
         module.KneeAlignmentLogic.landmarksPx(ImagePlane.from_ijk_to_ras(IJK_TO_RAS), node, "Pre-op")
 
@@ -529,7 +536,7 @@ def test_logic_rejects_points_off_the_radiograph_plane_and_unknown_choices(modul
     plane = ImagePlane.from_ijk_to_ras(IJK_TO_RAS)
     lifted = positions_ras.copy()
     lifted[7, 2] += 2.0  # 2 mm above the slice
-    with pytest.raises(MarkupsError, match="off the radiograph's plane"):
+    with pytest.raises(MarkupsError, match="points not in the image plane"):
         module.KneeAlignmentLogic.landmarksPx(plane, _PointList(names, lifted), "Pre-op")
     with pytest.raises(ValueError, match="schema must be"):
         module.KneeAlignmentLogic.landmarksPx(plane, _PointList(names, positions_ras), "Preop")

@@ -45,16 +45,16 @@ def _add_angles(sub):
 def measure_landmark_file(path: Path, schema_kind="auto", side=None, spacing_mm=(1.0, 1.0)):
     """Alignment from a .mrk.json file; returns (alignment, schema, side_source).
 
-    Points are read in the file's millimetres; ``spacing_mm`` is for files whose
-    coordinates are pixels of an image without spacing.
+    The file's coordinates are taken as they are (millimetres, or pixels of an image
+    without spacing, for which ``spacing_mm`` gives the physical size).
     """
     from . import geometry, markups, schema as schema_mod
 
     if schema_kind == "auto":
-        fiducials = [n for n in markups.read_markups(path) if n.type == "Fiducial"]
-        schema_kind = schema_mod.kind_for_count(max((len(n.labels) for n in fiducials), default=0))
+        labels = [label for n in markups.read_markups(path) if n.type == "Fiducial" for label in n.labels]
+        schema_kind = schema_mod.kind_for_labels(labels)
     schema = schema_mod.load_schema(schema_kind)
-    points_px = markups.read_landmarks(path, schema.names, markups.ImagePlane.identity(spacing_mm))
+    points_px = markups.read_landmarks(path, schema.names)
     side_source = "given"
     if side is None:
         side, side_source = geometry.infer_side(points_px, schema), "anatomy (fibula is lateral)"

@@ -374,7 +374,7 @@ def _read_dicom(path: Path, max_pixels: int, *, has_preamble: bool) -> Radiograp
     if stored.ndim != (3 if colour else 2):
         raise ImageReadError(f"DICOM pixel data has shape {stored.shape}; one 2D image is required")
     spacing_mm, spacing_source = _dicom_spacing(ds)
-    side, side_source = _dicom_side(ds)
+    side, side_source = side_from_laterality(ds)
     bits_stored = _header_int(ds, "BitsStored", default=stored.dtype.itemsize * 8)
     if colour:
         # pydicom returns YBR as RGB; colour secondary captures have no modality/VOI LUT.
@@ -448,10 +448,17 @@ def _dicom_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str]:
     )
 
 
-def _dicom_side(ds: Dataset) -> tuple[str | None, str]:
-    """"L"/"R" from Image Laterality, else (series) Laterality; U and B give None."""
-    for keyword in ("ImageLaterality", "Laterality"):
-        value = str(ds.get(keyword) or "").strip().upper()
+LATERALITY_KEYWORDS = ("ImageLaterality", "Laterality")  # in order of precedence
+
+
+def side_from_laterality(values: Any) -> tuple[str | None, str]:
+    """(side, source) from DICOM laterality values looked up by keyword.
+
+    ``values``: a pydicom Dataset or any mapping with ``get(keyword)``. Image Laterality
+    wins over the series' Laterality; U (unpaired) and B (both) give (None, "none").
+    """
+    for keyword in LATERALITY_KEYWORDS:
+        value = str(values.get(keyword) or "").strip().upper()
         if value in ("L", "R"):
             return value, keyword
     return None, "none"

@@ -720,11 +720,28 @@ def read_landmarks(
     missing position count as missing), and points farther than ``tolerance_mm`` from
     the image plane.
     """
+    where = Path(path).name
+    node = _landmark_node(read_markups(path), tuple(names), node_name, where)
+    return landmarks_px(node, names, plane, tolerance_mm=tolerance_mm, where=where)
+
+
+def landmarks_px(
+    node: MarkupsNode,
+    names: Sequence[str],
+    plane: ImagePlane = ImagePlane.identity(),
+    *,
+    tolerance_mm: float = 0.5,
+    where: str | None = None,
+) -> np.ndarray:
+    """Landmarks (N, 2) px as (x, y), ordered as ``names``, from a point list node.
+
+    The checks of :func:`read_landmarks`, for a node from a file or built from a Slicer
+    point list (undefined positions as NaN rows); ``where`` names the source in errors.
+    """
     names = tuple(names)
     if len(set(names)) != len(names):
         raise ValueError("names must be unique")
-    where = Path(path).name
-    node = _landmark_node(read_markups(path), names, node_name, where)
+    where = where or f"point list {node.name!r}"
     counts = Counter(node.labels)
     index = {label: i for i, label in enumerate(node.labels)}
     known = set(names)

@@ -136,13 +136,14 @@ def _validate(schema: LandmarkSchema, doc: dict) -> None:
         raise SchemaError(f"{schema.kind} schema: undeclared groups {sorted(unknown)}")
 
 
-def kind_for_count(n_landmarks: int) -> str:
-    """Which schema has this many landmarks."""
-    for kind in KINDS:
-        if len(load_schema(kind)) == n_landmarks:
-            return kind
-    counts = ", ".join(f"{len(load_schema(k))} ({k})" for k in KINDS)
-    raise SchemaError(f"{n_landmarks} landmarks fit no schema; expected {counts}")
+def kind_for_labels(labels) -> str:
+    """'postop' when any implant landmark is among the labels, else 'preop'.
+
+    Missing points are left for the reader to report by name, so one forgotten point
+    does not turn into a confusing "wrong schema" message.
+    """
+    implant_names = set(load_schema("postop").names) - set(load_schema("preop").names)
+    return "postop" if implant_names.intersection(labels) else "preop"
 
 
 def example_landmarks_px(kind: str, *, atfa_valgus_deg: float = 5.0, spacing_mm: float = 0.15,
