@@ -317,7 +317,7 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic):
 
     def showAxes(self, plane, landmarksNode, alignment) -> None:
         """Line markups for the four axes and angle markups for both aTFA, referenced from the point list."""
-        import numpy as np
+        from KneeAlignmentLib.measurement import atfa_angle_px
 
         for method, color in (("FTS", (1.0, 0.69, 0.0)), ("FNTS", (0.35, 0.75, 1.0))):
             femoralPx = getattr(alignment, f"femoral_axis_{method.lower()}_px")
@@ -325,9 +325,8 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic):
             for bone, axisPx in (("femoral", femoralPx), ("tibial", tibialPx)):
                 line = self._outputNode(landmarksNode, "vtkMRMLMarkupsLineNode", f"{bone} axis {method}", color)
                 slicer.util.updateMarkupsControlPointsFromArray(line, plane.to_lps(axisPx) * RAS_LPS_FLIP)
-            # Angle at the femoral axis' distal end, between the femoral axis and the tibial
-            # axis' direction: Slicer shows 180 - |aTFA|, in physical space.
-            anglePx = np.stack([femoralPx[0], femoralPx[1], femoralPx[1] + (tibialPx[1] - tibialPx[0])])
+            # Slicer shows 180 - |aTFA| in physical space
+            anglePx = atfa_angle_px(femoralPx, tibialPx)
             angle = self._outputNode(landmarksNode, "vtkMRMLMarkupsAngleNode", f"aTFA {method}", color)
             slicer.util.updateMarkupsControlPointsFromArray(angle, plane.to_lps(anglePx) * RAS_LPS_FLIP)
 

@@ -160,6 +160,71 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+# --- measure ------------------------------------------------------------------------
+
+def _add_measure(sub):
+    p = sub.add_parser(
+        "measure", help="measure aTFA on radiographs with the trained models",
+        description="Find the landmarks on AP knee radiographs with the two-stage hourglass models and "
+                    "measure aTFA (FTS and FNTS). Results are named image-0001, image-0002, ... in the order "
+                    "of the IMAGE arguments; input file names (which often name patients) are recorded only "
+                    "with --keep-names.")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                   help="DICOM, PNG, JPEG, TIFF, NRRD or NIfTI files")
+    p.add_argument("--models", type=Path, metavar="DIR",
+                   help="models folder with global/, local_preop/, local_postop/ bundles "
+                        "(default: $KNEEALIGN_MODELS, else the bundled Resources/Models)")
+    p.add_argument("--kind", choices=["auto", "preop", "postop"], default="auto",
+                   help="pre-op or post-op (implants) landmarks (default: decided per image)")
+    p.add_argument("--side", choices=["L", "R"],
+                   help="knee side for images whose file does not state it (default: detected)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the networks run (default: CUDA when available)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="write <case>.json and <case>.mrk.json (Slicer markups) per image here")
+    p.add_argument("--keep-names", action="store_true",
+                   help="record each input's file name in its results (off: names often identify patients)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_measure)
+
+
+def _cmd_measure(args) -> int:
+    import dataclasses
+
+    from .imageio import read_radiograph
+    from .measurement import format_measurement, write_markups
+    from .pipeline import ModelSet, measure
+
+    models = ModelSet.load(args.models, device=args.device)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    reports, failed = [], 0
+    for number, path in enumerate(args.images, start=1):
+        case = f"image-{number:04d}"
+        name = path.name if args.keep_names else None
+        try:
+            result = measure(read_radiograph(path), models, kind=args.kind, side=args.side)
+        except KneeAlignmentError as exc:
+            failed += 1
+            reports.append({"case_id": case, "input_name": name, "error": str(exc)})
+            if not args.json:
+                print(f"{case}: error: {exc}")
+            continue
+        result = dataclasses.replace(result, case_id=case, input_name=name)
+        if args.out:
+            (args.out / f"{case}.json").write_text(result.to_json() + "\n", encoding="utf-8")
+            if result.landmarks is not None:
+                write_markups(result, args.out, case)
+        reports.append(result.to_dict())
+        if not args.json:
+            print(format_measurement(result))
+    if args.json:
+        _print_json(reports)
+    else:
+        print(NOT_CLINICAL)
+    return 1 if failed else 0
+
+
 # --- main ---------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "by the FTS and FNTS methods from femur, tibia and fibula landmarks. " + NOT_CLINICAL)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for add in (_add_demo, _add_angles, _add_info, _add_schema):
+    for add in (_add_demo, _add_angles, _add_info, _add_schema, _add_measure):
         add(sub)
     return parser
 

@@ -28,3 +28,7 @@ class MarkupsError(KneeAlignmentError):
 
 class BundleError(KneeAlignmentError):
     """A model bundle that is missing, tampered with, or does not fit."""
+
+
+class MeasurementError(KneeAlignmentError):
+    """A measurement result file that cannot be read back."""

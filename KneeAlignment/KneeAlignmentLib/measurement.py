@@ -1,0 +1,422 @@
+"""Measurement results: dataclasses, JSON (schema-versioned), CSV rows, Slicer markups, text.
+
+A :class:`Measurement` is what ``pipeline.measure`` returns for one radiograph: the
+landmarks with their confidence, the alignment from ``geometry``, how side and kind were
+decided, quality-control flags, the models that produced it and timings. It carries no
+patient identifier; the input file name is stored only when a caller puts it in
+``input_name`` (the CLI does so only with ``--keep-names``).
+
+JSON layout (``to_dict``)::
+
+    {"format": "kneealignment-measurement", "format_version": 1,
+     "software": {"name": "kneealignment", "version": ...}, "intended_use": ...,
+     "case_id", "input_name", "status", "reason", "qc_flags": [{"code", "message"}],
+     "image": {"rows", "columns", "spacing_mm", "spacing_source"},
+     "side": {"value", "source"}, "kind": {"value", "source"},
+     "reference_points": {"names", "points_px", "confidence"} | null,
+     "landmarks": {"schema", "schema_version", "names", "points_px", "points_mm",
+                   "confidence"} | null,
+     "alignment": geometry.Alignment.to_dict() | null,
+     "evidence": {...}, "models": [{"role", "name", "version", "model_id"}],
+     "device", "precision", "timings_ms": {...}}
+
+Shape legend: K landmarks; points are (x, y); ``*_px`` image pixels (centre of the
+top-left pixel is (0, 0)), ``*_mm`` millimetres from that same origin, x * col_mm and
+y * row_mm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from . import __version__, markups
+from .errors import MarkupsError, MeasurementError, SchemaError
+from .geometry import Alignment
+from .schema import KINDS, load_schema
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "INTENDED_USE",
+    "Landmarks",
+    "Measurement",
+    "ModelInfo",
+    "QCFlag",
+    "atfa_angle_px",
+    "csv_header",
+    "format_measurement",
+    "reference_point_names",
+    "write_markups",
+]
+
+FORMAT = "kneealignment-measurement"
+FORMAT_VERSION = 1
+INTENDED_USE = "Research use only. Not for clinical use."
+STATUSES = ("ok", "flagged")
+
+_CSV_COLUMNS = (
+    "case_id", "input_name", "status", "reason", "atfa_fts_deg", "label_fts", "atfa_fnts_deg", "label_fnts",
+    "side", "side_source", "kind", "kind_source", "global_model", "local_model", "software_version",
+    "qc_flags", "total_ms",
+)
+
+
+def _frozen(array, dtype=np.float64) -> np.ndarray:
+    out = np.array(array, dtype=dtype)
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True)
+class QCFlag:
+    """One quality-control finding: a short stable ``code`` and a message for people."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model bundle produced part of a result.
+
+    ``role``: "global", "local_preop" or "local_postop"; ``model_id`` is "name@version".
+    """
+
+    role: str
+    name: str
+    version: str
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True, eq=False)
+class Landmarks:
+    """Predicted landmarks of one schema.
+
+    Attributes:
+        schema: "preop" or "postop"; schema_version: its version.
+        names: (K,) schema landmark names, in schema order.
+        points_px: (K, 2) float64 image pixels (x, y).
+        confidence: (K,) float64 in [0, 1], the heatmap codec's decoding confidence.
+    """
+
+    schema: str
+    schema_version: str
+    names: tuple[str, ...]
+    points_px: np.ndarray
+    confidence: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(self.names))
+        object.__setattr__(self, "points_px", _frozen(self.points_px))
+        object.__setattr__(self, "confidence", _frozen(self.confidence))
+        k = len(self.names)
+        if self.points_px.shape != (k, 2) or self.confidence.shape != (k,):
+            raise ValueError(f"{k} names need points (K, 2) and confidence (K,), got "
+                             f"{self.points_px.shape} and {self.confidence.shape}")
+
+    def points_mm(self, spacing_mm: tuple[float, float]) -> np.ndarray:
+        """(K, 2) mm for a (row_mm, col_mm) spacing."""
+        return self.points_px * np.array([spacing_mm[1], spacing_mm[0]])
+
+
+@dataclass(frozen=True, eq=False)
+class Measurement:
+    """The result of measuring one radiograph.
+
+    Attributes:
+        image_shape: (H, W) px. spacing_mm: (row_mm, col_mm) or None; spacing_source.
+        side: "L"/"R" or None when undetermined; side_source: "DICOM ImageLaterality",
+            "DICOM Laterality", "given", "detected" or "undetermined".
+        kind: "preop"/"postop" or None; kind_source: "given", "detected",
+            "only model available" or "undetermined".
+        reference_points_px: (2, 2) the global stage's reference points (schema order), or
+            None; reference_confidence: (2,) or None.
+        landmarks: Landmarks, or None when the local stage could not run.
+        alignment: geometry's Alignment, or None (flagged: geometry failed).
+        qc_flags: every quality-control finding; none means status "ok".
+        evidence: the numbers behind the side and kind decisions (mean confidences per
+            orientation, implant-landmark confidence, metal fraction of the crop).
+        models: the bundles whose networks ran for this result.
+        timings_ms: milliseconds per stage ("global", "local", "geometry", "total"); in a
+            batch each stage's time is shared equally among its images.
+        device, precision: where and how the networks ran ("float32" or "float16 autocast").
+        case_id: a neutral name such as "image-0001"; input_name: the input's file name,
+            only when the caller chooses to keep it (file names often name patients).
+    """
+
+    image_shape: tuple[int, int]
+    spacing_mm: tuple[float, float] | None
+    spacing_source: str
+    side: str | None
+    side_source: str
+    kind: str | None
+    kind_source: str
+    reference_points_px: np.ndarray | None
+    reference_confidence: np.ndarray | None
+    landmarks: Landmarks | None
+    alignment: Alignment | None
+    qc_flags: tuple[QCFlag, ...]
+    evidence: Mapping[str, float]
+    models: tuple[ModelInfo, ...]
+    timings_ms: Mapping[str, float]
+    device: str
+    precision: str
+    software_version: str = __version__
+    case_id: str | None = None
+    input_name: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_shape", tuple(int(v) for v in self.image_shape))
+        if self.spacing_mm is not None:
+            object.__setattr__(self, "spacing_mm", tuple(float(v) for v in self.spacing_mm))
+        for name, shape in (("reference_points_px", (2, 2)), ("reference_confidence", (2,))):
+            value = getattr(self, name)
+            if value is not None:
+                value = _frozen(value)
+                if value.shape != shape:
+                    raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
+                object.__setattr__(self, name, value)
+        object.__setattr__(self, "qc_flags", tuple(self.qc_flags))
+        object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "evidence", MappingProxyType({k: float(v) for k, v in self.evidence.items()}))
+        object.__setattr__(self, "timings_ms", MappingProxyType({k: float(v) for k, v in self.timings_ms.items()}))
+
+    @property
+    def status(self) -> str:
+        """'ok' when no QC flag was raised, else 'flagged'."""
+        return "flagged" if self.qc_flags else "ok"
+
+    @property
+    def reason(self) -> str:
+        """The first (most serious) flag's message, or '' when the status is ok."""
+        return self.qc_flags[0].message if self.qc_flags else ""
+
+    @property
+    def flag_codes(self) -> tuple[str, ...]:
+        return tuple(flag.code for flag in self.qc_flags)
+
+    def model(self, role: str) -> ModelInfo | None:
+        """The model that ran in ``role`` ("global", "local_preop", "local_postop"), or None."""
+        return next((m for m in self.models if m.role == role), None)
+
+    @property
+    def local_model(self) -> ModelInfo | None:
+        """The local model whose landmarks this result reports."""
+        return self.model(f"local_{self.kind}") if self.kind else None
+
+    # --- JSON ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict in the layout of the module docstring."""
+        lm = self.landmarks
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "software": {"name": "kneealignment", "version": self.software_version},
+            "intended_use": INTENDED_USE,
+            "case_id": self.case_id,
+            "input_name": self.input_name,
+            "status": self.status,
+            "reason": self.reason,
+            "qc_flags": [dataclasses.asdict(flag) for flag in self.qc_flags],
+            "image": {"rows": self.image_shape[0], "columns": self.image_shape[1],
+                      "spacing_mm": None if self.spacing_mm is None else list(self.spacing_mm),
+                      "spacing_source": self.spacing_source},
+            "side": {"value": self.side, "source": self.side_source},
+            "kind": {"value": self.kind, "source": self.kind_source},
+            "reference_points": None if self.reference_points_px is None else {
+                "names": list(reference_point_names()),
+                "points_px": self.reference_points_px.tolist(),
+                "confidence": self.reference_confidence.tolist()},
+            "landmarks": None if lm is None else {
+                "schema": lm.schema, "schema_version": lm.schema_version, "names": list(lm.names),
+                "points_px": lm.points_px.tolist(),
+                "points_mm": None if self.spacing_mm is None else lm.points_mm(self.spacing_mm).tolist(),
+                "confidence": lm.confidence.tolist()},
+            "alignment": None if self.alignment is None else self.alignment.to_dict(),
+            "evidence": dict(self.evidence),
+            "models": [{"role": m.role, "name": m.name, "version": m.version, "model_id": m.model_id}
+                       for m in self.models],
+            "device": self.device,
+            "precision": self.precision,
+            "timings_ms": dict(self.timings_ms),
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Strict JSON (no NaN) of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
+        """Inverse of :meth:`to_dict`; derived fields (status, reason, points_mm) are recomputed.
+
+        Raises:
+            MeasurementError: another format, an unsupported version, or missing or
+                malformed fields.
+        """
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            raise MeasurementError(f"not a {FORMAT} document")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise MeasurementError(f"unsupported {FORMAT} format_version {data.get('format_version')!r}; "
+                                     f"this version reads {FORMAT_VERSION}")
+        try:
+            image, ref, lm = data["image"], data["reference_points"], data["landmarks"]
+            result = cls(
+                image_shape=(image["rows"], image["columns"]),
+                spacing_mm=image["spacing_mm"],
+                spacing_source=image["spacing_source"],
+                side=data["side"]["value"], side_source=data["side"]["source"],
+                kind=data["kind"]["value"], kind_source=data["kind"]["source"],
+                reference_points_px=None if ref is None else ref["points_px"],
+                reference_confidence=None if ref is None else ref["confidence"],
+                landmarks=None if lm is None else Landmarks(lm["schema"], lm["schema_version"], lm["names"],
+                                                            lm["points_px"], lm["confidence"]),
+                alignment=None if data["alignment"] is None else _alignment_from_dict(data["alignment"]),
+                qc_flags=tuple(QCFlag(f["code"], f["message"]) for f in data["qc_flags"]),
+                evidence=data["evidence"],
+                models=tuple(ModelInfo(m["role"], m["name"], m["version"]) for m in data["models"]),
+                timings_ms=data["timings_ms"],
+                device=data["device"],
+                precision=data["precision"],
+                software_version=data["software"]["version"],
+                case_id=data["case_id"],
+                input_name=data["input_name"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MeasurementError(f"malformed {FORMAT} document ({type(exc).__name__}: {exc})") from None
+        if data.get("status") != result.status:
+            raise MeasurementError(f"{FORMAT} document: status {data.get('status')!r} contradicts its QC flags")
+        return result
+
+    @classmethod
+    def from_json(cls, text: str) -> Measurement:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MeasurementError(f"{FORMAT} document is not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    # --- CSV ----------------------------------------------------------------------------
+
+    def to_csv_row(self) -> list[str]:
+        """One row per image, in the order of :func:`csv_header` (strings, for ``csv.writer``)."""
+        a = self.alignment
+        global_model, local_model = self.model("global"), self.local_model
+        values = {
+            "case_id": self.case_id, "input_name": self.input_name, "status": self.status, "reason": self.reason,
+            "atfa_fts_deg": None if a is None else f"{a.atfa_fts_deg:.3f}",
+            "label_fts": None if a is None else a.label_fts,
+            "atfa_fnts_deg": None if a is None else f"{a.atfa_fnts_deg:.3f}",
+            "label_fnts": None if a is None else a.label_fnts,
+            "side": self.side, "side_source": self.side_source, "kind": self.kind, "kind_source": self.kind_source,
+            "global_model": global_model and global_model.model_id,
+            "local_model": local_model and local_model.model_id,
+            "software_version": self.software_version,
+            "qc_flags": ";".join(self.flag_codes),
+            "total_ms": f"{self.timings_ms['total']:.1f}" if "total" in self.timings_ms else None,
+        }
+        return ["" if values[c] is None else str(values[c]) for c in _CSV_COLUMNS]
+
+
+def csv_header() -> list[str]:
+    """Column names of :meth:`Measurement.to_csv_row`."""
+    return list(_CSV_COLUMNS)
+
+
+@lru_cache(maxsize=None)
+def reference_point_names() -> tuple[str, ...]:
+    """Names of the global stage's two reference points, in order (one global model serves every schema)."""
+    names = {tuple(p["name"] for p in load_schema(kind).definitions["reference_points"]["points"]) for kind in KINDS}
+    if len(names) != 1:
+        raise SchemaError(f"the schemas define different reference points: {sorted(names)}")
+    return names.pop()
+
+
+def _alignment_from_dict(data: Mapping[str, Any]) -> Alignment:
+    names = {f.name for f in dataclasses.fields(Alignment)}
+    if set(data) != names:
+        raise ValueError(f"alignment fields differ from {sorted(names)}")
+    return Alignment(**{k: _frozen(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+# --- Slicer markups -----------------------------------------------------------------------
+
+def atfa_angle_px(femoral_axis_px: np.ndarray, tibial_axis_px: np.ndarray) -> np.ndarray:
+    """(3, 2) px: an angle markup between two axes (2, 2) [proximal, distal].
+
+    The vertex is the femoral axis' distal end; the second arm runs along the tibial axis'
+    direction from there, so the markup shows 180 - |aTFA| (in physical space: a linear
+    pixel-to-mm map keeps vector sums).
+    """
+    femoral, tibial = np.asarray(femoral_axis_px, float), np.asarray(tibial_axis_px, float)
+    return np.stack([femoral[0], femoral[1], femoral[1] + (tibial[1] - tibial[0])])
+
+
+def write_markups(measurement: Measurement, directory: str | Path, stem: str,
+                  plane: markups.ImagePlane | None = None) -> Path:
+    """Write ``<directory>/<stem>.mrk.json``: landmarks, the four axes and both aTFA angles.
+
+    One file with several nodes (Slicer loads them all): a point list labelled with the
+    schema names and descriptions, line nodes "femoral axis FTS", "tibial axis FTS",
+    "femoral axis FNTS", "tibial axis FNTS", and angle nodes "aTFA FTS" and "aTFA FNTS"
+    (when the alignment exists). ``plane`` maps image px to patient mm; default: the
+    plain 2D geometry ``ImagePlane.identity(spacing)`` (unit spacing when unknown).
+
+    Raises:
+        MarkupsError: the measurement has no landmarks, or the file cannot be written.
+    """
+    if measurement.landmarks is None:
+        raise MarkupsError(f"{stem}: the measurement has no landmarks to write")
+    if plane is None:
+        plane = markups.ImagePlane.identity(measurement.spacing_mm or (1.0, 1.0))
+    lm = measurement.landmarks
+    schema = load_schema(lm.schema)
+    descriptions = [schema.landmarks[schema.index(n)].description for n in lm.names]
+    nodes = [markups.fiducial_node("Landmarks", lm.names, plane.to_lps(lm.points_px), descriptions)]
+    a = measurement.alignment
+    if a is not None:
+        for method in ("FTS", "FNTS"):
+            femoral = getattr(a, f"femoral_axis_{method.lower()}_px")
+            tibial = getattr(a, f"tibial_axis_{method.lower()}_px")
+            nodes.append(markups.line_node(f"femoral axis {method}", plane.to_lps(femoral)))
+            nodes.append(markups.line_node(f"tibial axis {method}", plane.to_lps(tibial)))
+            nodes.append(markups.angle_node(f"aTFA {method}", plane.to_lps(atfa_angle_px(femoral, tibial))))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    return markups.write_markups(directory / f"{stem}.mrk.json", nodes)
+
+
+# --- text -------------------------------------------------------------------------------
+
+def format_measurement(m: Measurement) -> str:
+    """A short plain-text report of one result for people."""
+    name = m.case_id or "image"
+    if m.input_name:
+        name += f" ({m.input_name})"
+    side = {"R": "right knee (R)", "L": "left knee (L)", None: "side undetermined"}[m.side]
+    lines = [f"{name}: {side} (side: {m.side_source}); {m.kind or 'kind undetermined'} (kind: {m.kind_source})"]
+    a = m.alignment
+    if a is None:
+        lines.append("  aTFA: not measured")
+    else:
+        for method, value, label in (("FTS", a.atfa_fts_deg, a.label_fts), ("FNTS", a.atfa_fnts_deg, a.label_fnts)):
+            lines.append(f"  aTFA {method:<4}  {round(value, 1) + 0.0:6.1f}°  {label}")
+    lines.append(f"  status: {m.status}")
+    lines += [f"    - {flag.code}: {flag.message}" for flag in m.qc_flags]
+    used = [info.model_id for info in (m.model("global"), m.local_model) if info is not None]
+    lines.append(f"  models: {', '.join(used) or 'none'}; kneealignment {m.software_version}")
+    if "total" in m.timings_ms:
+        lines.append(f"  time: {m.timings_ms['total']:.0f} ms on {m.device} ({m.precision})")
+    return "\n".join(lines)

@@ -1,0 +1,681 @@
+"""Two-stage inference: radiograph -> reference points -> knee crop -> landmarks -> Measurement.
+
+Stages (after arXiv 2506.18209):
+
+1. global: the whole image is letterboxed into the global network's input; its two
+   heatmaps decode (``heatmaps.HeatmapCodec``) to the schema's reference points (knee
+   centre, femoral shaft centre), mapped back to image pixels by the letterbox.
+2. local: a ``frame.ReferenceFrame`` through the two points (the local bundle's
+   ``FrameSpec``; left knees are mirrored so the network always sees a right knee)
+   gives the crop; the local network's K heatmaps decode to crop pixels, and
+   ``frame.to_image`` maps them back (no landmark pair swap: names are anatomical).
+3. ``geometry.compute_alignment`` and quality control give a ``measurement.Measurement``.
+
+Models folder (``ModelSet.load``; default ``default_models_dir()``)::
+
+    <models>/global/         global-stage bundle (reference points; any schema)
+    <models>/local_preop/    local-stage bundle, pre-op schema (134 landmarks)
+    <models>/local_postop/   local-stage bundle, post-op schema (181 landmarks)
+
+A global bundle and at least one local bundle are required. Each bundle's metadata
+must carry ``codec`` = ``HeatmapCodec`` fields with ``input_size`` equal to the network
+input and ``heatmap_size`` to its output; a local bundle's ``frame`` is ``FrameSpec``
+fields with ``crop_size`` equal to the network input.
+
+Network input (:func:`prepare_input`, to be shared with training): letterbox / crop
+pixels in [0, 1] with 0 beyond the image, each image standardised to zero mean and unit
+standard deviation.
+
+Side: the radiograph's own (DICOM laterality) when present, else the caller's, else
+detected: the local stage runs on the crop as a right knee and mirrored as a left knee.
+The orientation whose landmarks put the fibula laterally (``geometry.infer_side`` agrees)
+wins when only one does, else the one with the higher mean landmark confidence; flagged
+``side_uncertain`` when anatomy and confidence disagree, both or neither orientation is
+anatomically consistent, or the confidences are within ``SIDE_CONFIDENCE_MARGIN``.
+
+Kind ("auto"): both local models run; post-op when the post-op model's mean
+confidence on the implant landmarks reaches ``KIND_IMPLANT_CONFIDENCE``. A metal cue (the
+fraction of saturated pixels in the crop) is checked against every result's kind.
+
+Quality control: every result lists its flags, most serious first (codes in
+``_FLAG_ORDER``: failures, wrong view, side and kind doubts, implausible anatomy,
+border positions, low confidence); any flag makes the status "flagged". Thresholds are
+the module constants below.
+
+Precision: float32. ``autocast=True`` (CUDA only) runs the networks in float16
+autocast; it is acceptable only where it keeps aTFA within 0.05 degrees of float32 on a
+validation set, which must be checked on a GPU for each trained model.
+
+Everything is deterministic: networks in eval mode, no randomness, fixed decision order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import torch
+
+from .bundle import LoadedModel, load_bundle
+from .errors import BundleError, GeometryError
+from .frame import FrameSpec, Letterbox, ReferenceFrame
+from .geometry import Alignment, compute_alignment, infer_side
+from .heatmaps import HeatmapCodec
+from .imageio import Radiograph
+from .measurement import Landmarks, Measurement, ModelInfo, QCFlag, reference_point_names
+from .schema import KINDS, LandmarkSchema, load_schema
+
+__all__ = [
+    "ENV_MODELS",
+    "GLOBAL_DIR",
+    "LOCAL_DIRS",
+    "ModelSet",
+    "StageModel",
+    "default_models_dir",
+    "measure",
+    "measure_batch",
+    "prepare_input",
+    "resolve_device",
+]
+
+ENV_MODELS = "KNEEALIGN_MODELS"
+GLOBAL_DIR = "global"
+LOCAL_DIRS = MappingProxyType({"preop": "local_preop", "postop": "local_postop"})
+FILL = 0.0  # network-input value beyond the image (air is dark: bright = dense)
+_FLAT_STD = 1e-4  # an image whose pixel std (range [0, 1]) is below this counts as flat
+
+# --- QC thresholds (confidences are the codec's, in [0, 1]; not yet calibrated on a trained model) --
+LANDMARK_CONFIDENCE_MIN = 0.3  # a landmark below this is flagged
+MEAN_CONFIDENCE_MIN = 0.5  # mean landmark confidence below this is flagged
+GLOBAL_CONFIDENCE_MIN = 0.3  # a reference point below this: wrong view suspected
+WRONG_VIEW_MEAN_CONFIDENCE = 0.2  # mean landmark confidence below this: wrong view suspected
+BORDER_MARGIN_FRACTION = 0.02  # reference points within this fraction of min(H, W) of the border
+SIDE_CONFIDENCE_MARGIN = 0.05  # right vs left mean confidence closer than this: side uncertain
+KIND_IMPLANT_CONFIDENCE = 0.5  # post-op when the implant landmarks' mean confidence reaches this
+KIND_CONFIDENCE_MARGIN = 0.15  # implant confidence within this of the threshold: kind uncertain
+METAL_LEVEL = 0.98  # crop pixels at or above this look like metal (saturated)
+METAL_AREA_FRACTION = 0.01  # metal-like area above this fraction of the crop suggests implants
+ATFA_RANGE_DEG = (-30.0, 35.0)  # plausible aTFA (valgus positive)
+FTS_FNTS_MAX_DIFF_DEG = 5.0  # the two axis definitions should agree this well
+AXIS_LENGTH_RANGE_MM = (20.0, 300.0)  # plausible length of each drawn axis (spacing known)
+
+# Most serious first: a result's ``reason`` is its first flag's message.
+_FLAG_ORDER = (
+    "invalid_network_output", "frame_failed", "geometry_failed", "wrong_view_suspected", "side_conflict",
+    "side_uncertain", "kind_uncertain", "implausible_atfa", "fts_fnts_disagree", "joint_surfaces_cross",
+    "implausible_axis_length", "reference_near_border", "landmarks_outside_image", "low_mean_confidence",
+    "low_landmark_confidence",
+)
+_SIDES = ("R", "L")
+
+
+# --- devices and folders ----------------------------------------------------------------
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; other strings as ``torch.device`` reads them."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+
+
+def default_models_dir() -> Path:
+    """``$KNEEALIGN_MODELS``, else ``Resources/Models`` beside the package (editable install and Slicer)."""
+    env = os.environ.get(ENV_MODELS)
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parent.parent / "Resources" / "Models"
+
+
+def _missing(what: str, where: Path) -> BundleError:
+    return BundleError(
+        f"no {what} found at {where}. A models folder holds bundle folders {GLOBAL_DIR}/, "
+        f"{LOCAL_DIRS['preop']}/ and {LOCAL_DIRS['postop']}/ (the global and at least one local model). "
+        f"Pass --models DIR or set {ENV_MODELS}, copy released bundles into {default_models_dir()}, "
+        f"or train them with the Training package (see Training/README.md)."
+    )
+
+
+def prepare_input(images: torch.Tensor) -> torch.Tensor:
+    """Network input from pixels: (B, H, W) in [0, 1] -> (B, 1, H, W) float32.
+
+    Each image is standardised on its own (zero mean, unit standard deviation; a flat
+    image, std below 1e-4, becomes zeros), so exposure and windowing matter less and batching cannot change
+    any image's input. Training must feed its networks through this same function.
+    """
+    x = images.float()
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True, correction=0)
+    # A flat image's float32 std is rounding noise, not contrast: it gives zeros.
+    flat = std < _FLAT_STD
+    return torch.where(flat, 0.0, (x - mean) / torch.where(flat, 1.0, std)).unsqueeze(1)
+
+
+# --- models -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class StageModel:
+    """One network and what running it needs.
+
+    Attributes:
+        network: (B, 1, H, W) -> (B, S, K, h, w) heatmaps; the last stack is the answer.
+        codec: input_size (H, W) and heatmap_size (h, w) of the network.
+        info: the bundle it came from (role, name, version).
+        schema: the local stage's landmark schema; None for the global stage.
+        frame_spec: the local stage's crop geometry; None for the global stage.
+    """
+
+    network: torch.nn.Module
+    codec: HeatmapCodec
+    info: ModelInfo
+    schema: LandmarkSchema | None = None
+    frame_spec: FrameSpec | None = None
+
+    @classmethod
+    def from_bundle(cls, loaded: LoadedModel, kind: str | None) -> StageModel:
+        """Check a loaded bundle against its role (global if ``kind`` is None, else local ``kind``).
+
+        Raises:
+            BundleError: codec or frame parameters that do not fit the network, or
+                landmark names other than the role needs.
+        """
+        meta, where = loaded.metadata, loaded.directory
+
+        def fail(problem: str) -> BundleError:
+            return BundleError(f"model bundle {where}: {problem}")
+
+        config = meta.network
+        if meta.stage != ("global" if kind is None else "local"):
+            raise fail(f"is a {meta.stage}-stage model, not the {'global' if kind is None else 'local'} stage")
+        if config.in_channels != 1:
+            raise fail(f"the network takes {config.in_channels} channels; radiographs have 1")
+        try:
+            codec = HeatmapCodec(**meta.codec)
+        except (TypeError, ValueError) as exc:
+            raise fail(f"codec parameters are not HeatmapCodec fields ({exc})") from exc
+        if codec.input_size != config.input_size or codec.heatmap_size != config.heatmap_size:
+            raise fail(f"codec sizes {codec.input_size} -> {codec.heatmap_size} do not match the network "
+                       f"{config.input_size} -> {config.heatmap_size}")
+        if kind is None:
+            expected = reference_point_names()
+            role, schema, spec = "global", None, None
+        else:
+            schema = load_schema(kind)
+            expected = schema.names
+            role = f"local_{kind}"
+            try:
+                spec = FrameSpec(**meta.frame)
+            except (TypeError, ValueError) as exc:
+                raise fail(f"frame parameters are not FrameSpec fields ({exc})") from exc
+            if spec.crop_size != config.input_size:
+                raise fail(f"frame crop_size {spec.crop_size} differs from the network input {config.input_size}")
+        if tuple(meta.landmark_names) != tuple(expected):
+            raise fail(f"its outputs are not the {len(expected)} {kind or 'reference-point'} landmarks in "
+                       f"schema order")
+        return cls(loaded.network, codec, ModelInfo(role, meta.name, meta.version), schema, spec)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSet:
+    """The global model and the local model of each available schema kind, on one device."""
+
+    global_model: StageModel
+    local_models: Mapping[str, StageModel]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __post_init__(self) -> None:
+        unknown = set(self.local_models) - set(KINDS)
+        if unknown or not self.local_models:
+            raise ValueError(f"local_models must map some of {KINDS} to models, got {sorted(self.local_models)}")
+        object.__setattr__(self, "local_models", MappingProxyType(dict(self.local_models)))
+
+    @classmethod
+    def load(cls, source: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]] | None = None,
+             *, device: str | torch.device = "auto") -> ModelSet:
+        """Load and check the bundles of a models folder (see the module docstring).
+
+        Args:
+            source: a models folder; or a mapping {"global": path, "preop": path,
+                "postop": path} of bundle folders (local entries optional, one needed);
+                None: ``default_models_dir()``.
+            device: "auto", "cpu", "cuda", ...
+
+        Raises:
+            BundleError: a missing or invalid bundle (the message says where it looked and
+                how to get models).
+        """
+        target = resolve_device(device)
+        if isinstance(source, Mapping):
+            paths = {key: Path(value) for key, value in source.items()}
+            unknown = set(paths) - {"global", *KINDS}
+            if unknown:
+                raise ValueError(f"model paths must be keyed by 'global', 'preop', 'postop'; got {sorted(unknown)}")
+            if "global" not in paths:
+                raise BundleError("no global model given: the model paths need a 'global' entry")
+        else:
+            root = default_models_dir() if source is None else Path(source)
+            if not root.is_dir():
+                raise _missing("models folder", root)
+            paths = {"global": root / GLOBAL_DIR}
+            paths |= {kind: root / LOCAL_DIRS[kind] for kind in KINDS if (root / LOCAL_DIRS[kind]).is_dir()}
+            if not paths["global"].is_dir():
+                raise _missing("global model", paths["global"])
+            if len(paths) == 1:
+                raise _missing("local model", root / f"{LOCAL_DIRS['preop']} or {LOCAL_DIRS['postop']}")
+        if not any(kind in paths for kind in KINDS):
+            raise BundleError("no local model given: the model paths need a 'preop' or 'postop' entry")
+        glob = StageModel.from_bundle(load_bundle(paths["global"], expected_stage="global", device=target), None)
+        local = {kind: StageModel.from_bundle(load_bundle(paths[kind], expected_stage="local",
+                                                          expected_schema=kind, device=target), kind)
+                 for kind in KINDS if kind in paths}
+        return cls(glob, local, target)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Schema kinds with a local model, in KINDS order."""
+        return tuple(kind for kind in KINDS if kind in self.local_models)
+
+    def local(self, kind: str) -> StageModel:
+        if kind not in self.local_models:
+            raise BundleError(f"the model set has no local {kind} model (it has: {', '.join(self.kinds)}); "
+                              f"add a {LOCAL_DIRS[kind]}/ bundle to the models folder")
+        return self.local_models[kind]
+
+    def to(self, device: str | torch.device) -> ModelSet:
+        """This set on ``device``; the networks move in place, as ``nn.Module.to`` does."""
+        target = resolve_device(device)
+        if target == self.device:
+            return self
+        self.global_model.network.to(target)
+        for model in self.local_models.values():
+            model.network.to(target)
+        return ModelSet(self.global_model, self.local_models, target)
+
+
+# --- running networks ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Decoded:
+    points: np.ndarray  # (N, K, 2) network-input px
+    confidence: np.ndarray  # (N, K)
+    finite: np.ndarray  # (N,) bool: the heatmaps were finite
+
+
+def _run(stage: StageModel, images: Sequence[torch.Tensor], batch_size: int, autocast: bool) -> _Decoded:
+    """Run ``stage`` on images (each (H, W) = its codec input) in batches and decode."""
+    points, confidence, finite = [], [], []
+    k = len(stage.schema) if stage.schema is not None else 2
+    expected = (k, *stage.codec.heatmap_size)
+    for start in range(0, len(images), batch_size):
+        x = prepare_input(torch.stack(list(images[start:start + batch_size])))
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.float16, enabled=autocast):
+            heatmaps = stage.network(x)
+        if heatmaps.ndim != 5 or tuple(heatmaps.shape[2:]) != expected:
+            raise BundleError(f"{stage.info.model_id} produced {tuple(heatmaps.shape)}; expected (B, S, {k}, "
+                              f"{expected[1]}, {expected[2]})")
+        heatmaps = heatmaps[:, -1].float()
+        ok = torch.isfinite(heatmaps).flatten(1).all(dim=1)
+        # Non-finite maps (e.g. float16 overflow) decode as empty maps and are flagged.
+        p, c = stage.codec.decode(torch.where(ok[:, None, None, None], heatmaps, 0.0))
+        points.append(p.double().cpu().numpy())
+        confidence.append(c.double().cpu().numpy())
+        finite.append(ok.cpu().numpy())
+    return _Decoded(np.concatenate(points), np.concatenate(confidence), np.concatenate(finite))
+
+
+class _Stopwatch:
+    """Milliseconds per stage; waits for the GPU so the times are the real ones."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.ms = device, {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.ms[name] = self.ms.get(name, 0.0) + 1000.0 * (time.perf_counter() - start)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+# --- the pipeline -------------------------------------------------------------------------
+
+@dataclass
+class _LocalRun:
+    """The local stage on one image as one kind, in one orientation."""
+
+    kind: str
+    side: str
+    frame: ReferenceFrame
+    metal_fraction: float = 0.0
+    points_px: np.ndarray | None = None  # (K, 2) image px
+    confidence: np.ndarray | None = None  # (K,)
+    finite: bool = True
+
+
+@dataclass(frozen=True)
+class _SidePlan:
+    side: str | None  # None: detect
+    source: str
+    flags: tuple[QCFlag, ...] = ()
+
+
+def _side_plan(radiograph: Radiograph, side: str | None) -> _SidePlan:
+    if radiograph.side is None:
+        return _SidePlan(side, "given") if side is not None else _SidePlan(None, "detected")
+    source = radiograph.side_source
+    if source in ("ImageLaterality", "Laterality"):
+        source = f"DICOM {source}"
+    flags = ()
+    if side is not None and side != radiograph.side:
+        flags = (QCFlag("side_conflict", f"the given side {side} contradicts the image's side "
+                                         f"{radiograph.side} ({source}), which was used"),)
+    return _SidePlan(radiograph.side, source, flags)
+
+
+def measure(radiograph: Radiograph, models: ModelSet, *, kind: str = "auto", side: str | None = None,
+            device: str | torch.device | None = None, autocast: bool = False) -> Measurement:
+    """Measure one radiograph; see :func:`measure_batch` (this is a batch of one)."""
+    return measure_batch([radiograph], models, kind=kind, side=side, device=device, batch_size=1,
+                         autocast=autocast)[0]
+
+
+def measure_batch(radiographs: Sequence[Radiograph], models: ModelSet, *, kind: str = "auto",
+                  side: str | None = None, device: str | torch.device | None = None, batch_size: int = 8,
+                  autocast: bool = False) -> list[Measurement]:
+    """Measure radiographs, running the networks on up to ``batch_size`` inputs at a time.
+
+    Results equal those of :func:`measure` image by image (to the rounding of convolutions
+    over a different batch size, about 1e-6 px on CPU). Failures on predicted
+    landmarks (degenerate frame, geometry errors, non-finite outputs) give flagged
+    results without angles, never exceptions.
+
+    Args:
+        radiographs: the images.
+        models: a ModelSet.
+        kind: "auto" (decide pre-op vs post-op), "preop" or "postop".
+        side: "L"/"R" for every image lacking its own side (DICOM laterality wins), or None
+            to detect it.
+        device: move the models there first (in place); None: where they are.
+        batch_size: network batch size (>= 1).
+        autocast: float16 autocast on CUDA (see the module docstring); CUDA only.
+
+    Raises:
+        ValueError: bad arguments. BundleError: ``kind`` has no local model.
+    """
+    radiographs = list(radiographs)
+    if not all(isinstance(r, Radiograph) for r in radiographs):
+        raise ValueError("radiographs must be Radiograph objects (see imageio.read_radiograph)")
+    if kind not in ("auto", *KINDS):
+        raise ValueError(f"kind must be 'auto', 'preop' or 'postop', got {kind!r}")
+    if side not in (None, *_SIDES):
+        raise ValueError(f"side must be 'L', 'R' or None, got {side!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if device is not None:
+        models = models.to(device)
+    if autocast and models.device.type != "cuda":
+        raise ValueError(f"autocast is for CUDA only; the models are on {models.device}")
+    if kind != "auto":
+        models.local(kind)  # raises when the set has no such model
+    kinds = models.kinds if kind == "auto" else (kind,)
+    results = []
+    for start in range(0, len(radiographs), batch_size):
+        chunk = radiographs[start:start + batch_size]
+        results += _measure_chunk(chunk, models, kinds, kind, side, batch_size, autocast)
+    return results
+
+
+def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, ...], kind: str,
+                   side: str | None, batch_size: int, autocast: bool) -> list[Measurement]:
+    watch = _Stopwatch(models.device)
+    glob = models.global_model
+    images = [torch.tensor(r.pixels, device=models.device) for r in chunk]  # (H, W) float32 copies
+    with watch("global"):
+        boxes = [Letterbox.fit(tuple(img.shape), glob.codec.input_size) for img in images]
+        decoded = _run(glob, [box.apply(img, fill=FILL) for box, img in zip(boxes, images)], batch_size, autocast)
+        refs = [box.to_image(points) for box, points in zip(boxes, decoded.points)]
+
+    plans = [_side_plan(r, side) for r in chunk]
+    failures: dict[int, QCFlag] = {}
+    runs: dict[int, list[_LocalRun]] = {i: [] for i in range(len(chunk))}
+    with watch("local"):
+        for i, plan in enumerate(plans):
+            if not decoded.finite[i]:
+                failures[i] = QCFlag("invalid_network_output", "the global network produced non-finite heatmaps")
+                continue
+            try:
+                sides = (plan.side,) if plan.side else _SIDES  # unknown side: try both orientations
+                runs[i] = [_LocalRun(k, s, ReferenceFrame.from_reference_points(refs[i], models.local(k).frame_spec, s))
+                           for k in kinds for s in sides]
+            except GeometryError as exc:
+                failures[i] = QCFlag("frame_failed", f"no knee frame from the reference points: {exc}")
+        for k in kinds:
+            jobs = [(i, run) for i in runs for run in runs[i] if run.kind == k]
+            crops = [run.frame.warp(images[i], fill=FILL) for i, run in jobs]
+            out = _run(models.local(k), crops, batch_size, autocast) if jobs else None
+            for j, ((i, run), crop) in enumerate(zip(jobs, crops)):
+                run.metal_fraction = float((crop >= METAL_LEVEL).float().mean())
+                run.points_px = run.frame.to_image(out.points[j])
+                run.confidence, run.finite = out.confidence[j], bool(out.finite[j])
+
+    used = (glob.info, *(models.local(k).info for k in kinds))
+    shared = {name: ms / len(chunk) for name, ms in watch.ms.items()}
+    precision = "float16 autocast" if autocast else "float32"
+    results = []
+    for i, radiograph in enumerate(chunk):
+        start = time.perf_counter()
+        parts = _finish(radiograph, refs[i], decoded.confidence[i], runs[i], plans[i], failures.get(i), kind,
+                        kinds)
+        timings = {**shared, "geometry": 1000.0 * (time.perf_counter() - start)}
+        timings["total"] = sum(timings.values())
+        results.append(Measurement(image_shape=radiograph.shape, spacing_mm=radiograph.spacing_mm,
+                                   spacing_source=radiograph.spacing_source, models=used, timings_ms=timings,
+                                   device=str(models.device), precision=precision, **parts))
+    return results
+
+
+def _finish(radiograph: Radiograph, ref_px: np.ndarray, ref_conf: np.ndarray, runs: list[_LocalRun],
+            plan: _SidePlan, failure: QCFlag | None, kind_request: str, kinds: tuple[str, ...]) -> dict:
+    """Decide side and kind, then geometry and QC: the Measurement fields of one image."""
+    flags = list(plan.flags)
+    evidence: dict[str, float] = {}
+    parts = dict(reference_points_px=ref_px, reference_confidence=ref_conf)
+    if failure is not None:
+        flags.append(failure)
+        return parts | dict(side=plan.side, side_source=plan.source if plan.side else "undetermined",
+                            kind=None if kind_request == "auto" else kind_request,
+                            kind_source="undetermined" if kind_request == "auto" else "given",
+                            landmarks=None, alignment=None, qc_flags=_ordered(flags), evidence=evidence)
+
+    chosen, side_notes = {}, {}
+    for k in kinds:
+        by_side = {run.side: run for run in runs if run.kind == k}
+        if plan.side is not None:
+            chosen[k], side_notes[k] = by_side[plan.side], []
+        else:
+            chosen[k], side_notes[k] = _choose_side(by_side, load_schema(k), evidence)
+
+    if kind_request != "auto":
+        kind, kind_source = kind_request, "given"
+    elif len(kinds) == 1:
+        kind, kind_source = kinds[0], "only model available"
+    else:
+        kind, note = _choose_kind(chosen, evidence)
+        kind_source = "detected"
+        if note:
+            flags.append(QCFlag("kind_uncertain", note))
+    run = chosen[kind]
+    schema = load_schema(kind)
+    if side_notes[kind]:
+        flags.append(QCFlag("side_uncertain", "; ".join(side_notes[kind])))
+    evidence["metal_fraction"] = run.metal_fraction
+    metal = run.metal_fraction >= METAL_AREA_FRACTION
+    if metal != (kind == "postop"):
+        flags.append(QCFlag("kind_uncertain", f"saturated (metal-like) pixels cover {run.metal_fraction:.1%} of the "
+                                              f"knee crop, suggesting {'implants' if metal else 'no implants'}, "
+                                              f"but the landmarks are {kind}"))
+    parts |= dict(side=run.side, side_source=plan.source, kind=kind, kind_source=kind_source)
+    if not run.finite:
+        flags.append(QCFlag("invalid_network_output", f"the local {kind} network produced non-finite heatmaps"))
+        return parts | dict(landmarks=None, alignment=None, qc_flags=_ordered(flags), evidence=evidence)
+
+    landmarks = Landmarks(kind, schema.version, schema.names, run.points_px, run.confidence)
+    evidence["mean_confidence"] = float(run.confidence.mean())
+    flags += _confidence_flags(landmarks, ref_conf)
+    flags += _border_flags(radiograph.shape, ref_px, landmarks)
+    try:
+        alignment = compute_alignment(run.points_px, schema, run.side, radiograph.spacing_mm)
+    except GeometryError as exc:
+        alignment = None
+        flags.append(QCFlag("geometry_failed", f"no angles from the predicted landmarks: {exc}"))
+    if alignment is not None:
+        flags += _anatomy_flags(alignment, landmarks, schema, radiograph.spacing_mm)
+    return parts | dict(landmarks=landmarks, alignment=alignment, qc_flags=_ordered(flags), evidence=evidence)
+
+
+def _choose_side(by_side: dict[str, _LocalRun], schema: LandmarkSchema,
+                 evidence: dict[str, float]) -> tuple[_LocalRun, list[str]]:
+    """Pick the orientation (see the module docstring); returns it and reasons for doubt."""
+    mean = {s: float(by_side[s].confidence.mean()) if by_side[s].finite else 0.0 for s in _SIDES}
+    anatomy = {}
+    for s in _SIDES:
+        try:
+            anatomy[s] = infer_side(by_side[s].points_px, schema) if by_side[s].finite else None
+        except GeometryError:
+            anatomy[s] = None
+    evidence[f"{schema.kind}_confidence_as_right"] = mean["R"]
+    evidence[f"{schema.kind}_confidence_as_left"] = mean["L"]
+    consistent = [s for s in _SIDES if anatomy[s] == s]
+    by_confidence = "R" if mean["R"] >= mean["L"] else "L"
+    side = consistent[0] if len(consistent) == 1 else by_confidence
+    notes = []
+    if len(consistent) != 1:
+        where = "both as a right and as a left knee" if consistent else "in neither orientation"
+        notes.append(f"the fibula comes out lateral {where}")
+    elif side != by_confidence:
+        notes.append("the orientation with the fibula lateral has the lower landmark confidence")
+    if abs(mean["R"] - mean["L"]) < SIDE_CONFIDENCE_MARGIN:
+        notes.append(f"mean landmark confidence as a right knee ({mean['R']:.2f}) and as a left knee "
+                     f"({mean['L']:.2f}) are close")
+    return by_side[side], notes
+
+
+@lru_cache(maxsize=None)
+def _implant_indices() -> np.ndarray:
+    """(M,) post-op landmarks that the pre-op schema lacks: the implant components."""
+    preop = set(load_schema("preop").names)
+    return np.array([i for i, name in enumerate(load_schema("postop").names) if name not in preop])
+
+
+def _choose_kind(chosen: dict[str, _LocalRun], evidence: dict[str, float]) -> tuple[str, str]:
+    """'preop' or 'postop' from the post-op model's implant confidence; returns (kind, doubt or '')."""
+    postop = chosen["postop"]
+    implant = float(postop.confidence[_implant_indices()].mean()) if postop.finite else 0.0
+    evidence["implant_confidence"] = implant
+    kind = "postop" if implant >= KIND_IMPLANT_CONFIDENCE else "preop"
+    note = ""
+    if abs(implant - KIND_IMPLANT_CONFIDENCE) < KIND_CONFIDENCE_MARGIN:
+        note = f"implant landmark confidence {implant:.2f} is close to the threshold {KIND_IMPLANT_CONFIDENCE}"
+    return kind, note
+
+
+def _confidence_flags(landmarks: Landmarks, ref_conf: np.ndarray) -> list[QCFlag]:
+    flags = []
+    conf = landmarks.confidence
+    low = np.flatnonzero(conf < LANDMARK_CONFIDENCE_MIN)
+    if low.size:
+        shown = ", ".join(landmarks.names[i] for i in low[:6]) + (" ..." if low.size > 6 else "")
+        flags.append(QCFlag("low_landmark_confidence", f"{low.size} of {len(conf)} landmarks have confidence below "
+                                                       f"{LANDMARK_CONFIDENCE_MIN}: {shown}"))
+    mean = float(conf.mean())
+    if mean < MEAN_CONFIDENCE_MIN:
+        flags.append(QCFlag("low_mean_confidence",
+                            f"mean landmark confidence {mean:.2f} is below {MEAN_CONFIDENCE_MIN}"))
+    doubts = []
+    if float(ref_conf.min()) < GLOBAL_CONFIDENCE_MIN:
+        doubts.append(f"reference point confidence {float(ref_conf.min()):.2f} < {GLOBAL_CONFIDENCE_MIN}")
+    if mean < WRONG_VIEW_MEAN_CONFIDENCE:
+        doubts.append(f"mean landmark confidence {mean:.2f} < {WRONG_VIEW_MEAN_CONFIDENCE}")
+    if doubts:
+        flags.append(QCFlag("wrong_view_suspected", "this may not be an AP knee radiograph: " + "; ".join(doubts)))
+    return flags
+
+
+def _border_flags(shape: tuple[int, int], ref_px: np.ndarray, landmarks: Landmarks) -> list[QCFlag]:
+    flags = []
+    h, w = shape
+    margin = BORDER_MARGIN_FRACTION * min(h, w)
+    names = reference_point_names()
+    near = [names[i] for i, (x, y) in enumerate(ref_px)
+            if not (-0.5 + margin <= x <= w - 0.5 - margin and -0.5 + margin <= y <= h - 0.5 - margin)]
+    if near:
+        flags.append(QCFlag("reference_near_border", f"reference point(s) {', '.join(near)} near or beyond the "
+                                                     f"image border"))
+    x, y = landmarks.points_px[:, 0], landmarks.points_px[:, 1]
+    outside = np.flatnonzero((x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5))
+    if outside.size:
+        flags.append(QCFlag("landmarks_outside_image", f"{outside.size} landmarks lie outside the image"))
+    return flags
+
+
+def _anatomy_flags(a: Alignment, landmarks: Landmarks, schema: LandmarkSchema,
+                   spacing_mm: tuple[float, float] | None) -> list[QCFlag]:
+    flags = []
+    lo, hi = ATFA_RANGE_DEG
+    outside = [f"{m} {v:.1f}°" for m, v in (("FTS", a.atfa_fts_deg), ("FNTS", a.atfa_fnts_deg)) if not lo <= v <= hi]
+    if outside:
+        flags.append(QCFlag("implausible_atfa", f"aTFA {', '.join(outside)} outside the plausible [{lo:g}, {hi:g}]°"))
+    if abs(a.atfa_fts_deg - a.atfa_fnts_deg) > FTS_FNTS_MAX_DIFF_DEG:
+        flags.append(QCFlag("fts_fnts_disagree", f"aTFA by FTS ({a.atfa_fts_deg:.1f}°) and FNTS "
+                                                 f"({a.atfa_fnts_deg:.1f}°) differ by more than "
+                                                 f"{FTS_FNTS_MAX_DIFF_DEG:g}°"))
+    scale = np.ones(2) if spacing_mm is None else np.array([spacing_mm[1], spacing_mm[0]])  # px -> mm
+    if _joint_surfaces_cross(a, landmarks.points_px * scale, schema, scale):
+        flags.append(QCFlag("joint_surfaces_cross", "the femoral and tibial joint surfaces cross"))
+    if spacing_mm is not None:
+        lo, hi = AXIS_LENGTH_RANGE_MM
+        bad = []
+        for name in ("femoral_axis_fts", "tibial_axis_fts", "femoral_axis_fnts", "tibial_axis_fnts"):
+            ends = getattr(a, f"{name}_px") * scale
+            length = float(np.hypot(*(ends[1] - ends[0])))
+            if not lo <= length <= hi:
+                bad.append(f"{name.replace('_', ' ')} {length:.0f} mm")
+        if bad:
+            flags.append(QCFlag("implausible_axis_length", f"{', '.join(bad)} outside the plausible "
+                                                           f"[{lo:g}, {hi:g}] mm"))
+    return flags
+
+
+# The femoral and tibial joint lines of each schema, proximal first.
+_JOINT_LINES = {"preop": ("femoral_condylar_line", "tibial_plateau_line"),
+                "postop": ("femoral_component_line", "tibial_component_line")}
+
+
+def _joint_surfaces_cross(a: Alignment, points_mm: np.ndarray, schema: LandmarkSchema, scale: np.ndarray) -> bool:
+    """The femoral joint line (condyles / component) is not proximal to the tibial one
+    (plateau / tray) along the tibial axis, or (pre-op) a condyle outline crosses its plateau."""
+    if schema.kind == "preop" and (a.jsw_lateral_px == 0.0 or a.jsw_medial_px == 0.0):
+        return True
+    tibia = a.tibial_axis_fts_px * scale
+    femoral, tibial = (schema.derive(points_mm, name).mean(axis=0) for name in _JOINT_LINES[schema.kind])
+    return float((tibial - femoral) @ (tibia[1] - tibia[0])) <= 0.0
+
+
+def _ordered(flags: list[QCFlag]) -> tuple[QCFlag, ...]:
+    return tuple(sorted(flags, key=lambda f: _FLAG_ORDER.index(f.code)))
