@@ -507,19 +507,21 @@ def test_cli_measure_writes_results_without_names_or_identifiers(models_dir, tmp
     png = tmp_path / "Doe_John.png"
     sitk.WriteImage(sitk.GetImageFromArray(np.round(knee.pixels * 255).astype(np.uint8)), str(png))
     out = tmp_path / "out"
-    argv = ["measure", str(dicom), str(png), "--models", str(models_dir), "--device", "cpu", "--out", str(out)]
+    argv = ["measure", str(dicom), str(png), "--models-dir", str(models_dir), "--device", "cpu", "--out", str(out)]
 
     assert cli.main(argv) == 0
     table = capsys.readouterr().out
     assert "image-0001: left knee (L) (side: DICOM ImageLaterality)" in table and "image-0002" in table
     assert "tiny-global@0.0.1" in table and "status: flagged" in table
-    assert sorted(p.name for p in out.iterdir()) == ["image-0001.json", "image-0001.mrk.json",
-                                                     "image-0002.json", "image-0002.mrk.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["image-0001.json", "image-0001.mrk.json", "image-0001.png",
+                                                     "image-0002.json", "image-0002.mrk.json", "image-0002.png"]
+    overlay = (out / "image-0001.png").read_bytes()
+    assert overlay[:8] == b"\x89PNG\r\n\x1a\n" and len(overlay) > 20_000
     first = Measurement.from_json((out / "image-0001.json").read_text())
     assert (first.case_id, first.input_name, first.spacing_mm) == ("image-0001", None, knee.spacing_mm)
     nodes = markups.read_markups(out / "image-0001.mrk.json")
     assert nodes[0].labels == load_schema(first.kind).names
-    written = "".join(p.read_text() for p in out.iterdir())
+    written = "".join(p.read_text() for p in out.iterdir() if p.suffix == ".json")
     for secret in [*FAKE_IDENTIFIERS.values(), "Testperson", "Doe_John"]:
         assert secret not in written and secret not in table
 
@@ -532,7 +534,7 @@ def test_cli_measure_writes_results_without_names_or_identifiers(models_dir, tmp
 def test_cli_measure_reports_missing_models_and_unreadable_images(models_dir, tmp_path, capsys):
     bad = tmp_path / "scan.dcm"
     bad.write_bytes(b"not an image")
-    assert cli.main(["measure", str(bad), "--models", str(tmp_path / "none")]) == 2
+    assert cli.main(["measure", str(bad), "--models-dir", str(tmp_path / "none")]) == 2
     assert "no models folder found" in capsys.readouterr().err
-    assert cli.main(["measure", str(bad), "--models", str(models_dir), "--device", "cpu"]) == 1
+    assert cli.main(["measure", str(bad), "--models-dir", str(models_dir), "--device", "cpu"]) == 1
     assert "image-0001: error:" in capsys.readouterr().out

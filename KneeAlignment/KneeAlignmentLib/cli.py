@@ -171,17 +171,18 @@ def _add_measure(sub):
                     "with --keep-names.")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
                    help="DICOM, PNG, JPEG, TIFF, NRRD or NIfTI files")
-    p.add_argument("--models", type=Path, metavar="DIR",
+    p.add_argument("--model", choices=["auto", "preop", "postop"], default="auto",
+                   help="pre-op or post-op (implants) model (default: auto, decided per image)")
+    p.add_argument("--models-dir", type=Path, metavar="DIR",
                    help="models folder with global/, local_preop/, local_postop/ bundles "
                         "(default: $KNEEALIGN_MODELS, else the bundled Resources/Models)")
-    p.add_argument("--kind", choices=["auto", "preop", "postop"], default="auto",
-                   help="pre-op or post-op (implants) landmarks (default: decided per image)")
     p.add_argument("--side", choices=["L", "R"],
                    help="knee side for images whose file does not state it (default: detected)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the networks run (default: CUDA when available)")
     p.add_argument("--out", type=Path, metavar="DIR",
-                   help="write <case>.json and <case>.mrk.json (Slicer markups) per image here")
+                   help="write <case>.json, <case>.mrk.json (Slicer markups) and <case>.png "
+                        "(overlay) per image here")
     p.add_argument("--keep-names", action="store_true",
                    help="record each input's file name in its results (off: names often identify patients)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -193,9 +194,10 @@ def _cmd_measure(args) -> int:
 
     from .imageio import read_radiograph
     from .measurement import format_measurement, write_markups
+    from .overlay import draw_measurement
     from .pipeline import ModelSet, measure
 
-    models = ModelSet.load(args.models, device=args.device)
+    models = ModelSet.load(args.models_dir, device=args.device)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     reports, failed = [], 0
@@ -203,7 +205,8 @@ def _cmd_measure(args) -> int:
         case = f"image-{number:04d}"
         name = path.name if args.keep_names else None
         try:
-            result = measure(read_radiograph(path), models, kind=args.kind, side=args.side)
+            radiograph = read_radiograph(path)
+            result = measure(radiograph, models, kind=args.model, side=args.side)
         except KneeAlignmentError as exc:
             failed += 1
             reports.append({"case_id": case, "input_name": name, "error": str(exc)})
@@ -215,6 +218,7 @@ def _cmd_measure(args) -> int:
             (args.out / f"{case}.json").write_text(result.to_json() + "\n", encoding="utf-8")
             if result.landmarks is not None:
                 write_markups(result, args.out, case)
+            draw_measurement(radiograph.pixels, result, args.out / f"{case}.png")
         reports.append(result.to_dict())
         if not args.json:
             print(format_measurement(result))

@@ -1,4 +1,4 @@
-"""Pictures for people: the landmark schema diagram (and, later, measurement overlays).
+"""Pictures for people: the landmark schema diagram and measurement overlays.
 
 Drawn with matplotlib's object-oriented API on an Agg canvas: no pyplot global state,
 no display needed.
@@ -13,6 +13,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .schema import load_schema
+
+AXIS_COLORS = {"fts": (1.0, 0.69, 0.0), "fnts": (0.35, 0.75, 1.0)}
+NOT_CLINICAL = "Research use only. Not for clinical use."
 
 
 def draw_schema(kind: str, path: Path) -> Path:
@@ -54,6 +57,58 @@ def draw_schema(kind: str, path: Path) -> Path:
     ax.legend(loc="lower right", fontsize=6, framealpha=0.9)
     ax.grid(alpha=0.2)
     fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def _label(value: float | None, label: str | None) -> str:
+    return "n/a" if value is None else f"{abs(value):.1f}° {label}"
+
+
+def draw_measurement(pixels: np.ndarray, measurement, path: Path, *, height_px: int = 1400) -> Path:
+    """Write the radiograph with landmarks (coloured by group), axes and angles as a PNG.
+
+    ``pixels``: (H, W) the radiograph as measured (bright = dense); ``measurement``: a
+    ``measurement.Measurement``. Flagged results say so in red above the image.
+    """
+    h, w = pixels.shape
+    dpi = 100
+    fig = Figure(figsize=(height_px * w / h / dpi + 0.01, height_px / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(pixels, cmap="gray", vmin=0.0, vmax=1.0, interpolation="antialiased")
+    ax.set_axis_off()
+    marker = max(2.0, height_px / 400)
+    lm, a = measurement.landmarks, measurement.alignment
+    if lm is not None:
+        schema = load_schema(lm.schema)
+        for group, info in schema.groups.items():
+            idx = schema.group_indices(group)
+            low = lm.confidence[idx] < 0.3
+            ax.plot(lm.points_px[idx, 0], lm.points_px[idx, 1], "-", color=info["color"], lw=0.8, alpha=0.7)
+            ax.plot(lm.points_px[idx[~low], 0], lm.points_px[idx[~low], 1], "o", color=info["color"], ms=marker)
+            ax.plot(lm.points_px[idx[low], 0], lm.points_px[idx[low], 1], "x", color="red", ms=marker * 1.5)
+    if a is not None:
+        for method, color in AXIS_COLORS.items():
+            for bone in ("femoral", "tibial"):
+                axis = getattr(a, f"{bone}_axis_{method}_px")
+                ax.plot(axis[:, 0], axis[:, 1], "-", color=color, lw=2.0)
+        for centres in (a.femoral_shaft_centres_px, a.tibial_shaft_centres_px):
+            ax.plot(centres[:, 0], centres[:, 1], "+", color=AXIS_COLORS["fts"], ms=marker * 2)
+    side = {"L": "left", "R": "right"}.get(measurement.side, "side unknown")
+    lines = [f"aTFA FTS  {_label(a and a.atfa_fts_deg, a and a.label_fts)}",
+             f"aTFA FNTS {_label(a and a.atfa_fnts_deg, a and a.label_fnts)}",
+             f"{side} knee ({measurement.side_source}), {measurement.kind or 'kind unknown'}"]
+    model = measurement.local_model
+    lines.append(f"model {model.model_id}" if model else "no local model ran")
+    ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", family="monospace",
+            fontsize=height_px / 90, color="white", bbox=dict(facecolor="black", alpha=0.6, edgecolor="none"))
+    status = "OK" if measurement.status == "ok" else "FLAGGED: " + "; ".join(measurement.flag_codes)
+    ax.text(0.02, 0.02, f"{status}\n{NOT_CLINICAL}", transform=ax.transAxes, va="bottom", ha="left",
+            fontsize=height_px / 110, color="white" if measurement.status == "ok" else "red",
+            bbox=dict(facecolor="black", alpha=0.6, edgecolor="none"))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
