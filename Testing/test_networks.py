@@ -56,8 +56,8 @@ def test_pinned_parameter_counts(name, stage, n_landmarks, expected):
         ("lite", "global", 2, None),
         ("lite", "local", 134, None),
         ("lite", "local", 181, None),
-        # The full 512 px paper local net is slow on CPU; 128 px is its smallest valid input.
-        ("paper", "local", 181, (128, 128)),
+        # The paper local net at its full 256 px input (its smallest valid input at stride 4).
+        ("paper", "local", 181, None),
     ],
 )
 def test_preset_output_shapes(name, stage, n_landmarks, input_size):
