@@ -192,6 +192,7 @@ def _add_measure(sub):
 def _cmd_measure(args) -> int:
     import dataclasses
 
+    from .atomicio import write_atomic
     from .imageio import read_radiograph
     from .measurement import format_measurement, write_markups
     from .overlay import draw_measurement
@@ -215,7 +216,7 @@ def _cmd_measure(args) -> int:
             continue
         result = dataclasses.replace(result, case_id=case, input_name=name)
         if args.out:
-            (args.out / f"{case}.json").write_text(result.to_json() + "\n", encoding="utf-8")
+            write_atomic(args.out / f"{case}.json", result.to_json() + "\n")
             if result.landmarks is not None:
                 write_markups(result, args.out, case)
             draw_measurement(radiograph.pixels, result, args.out / f"{case}.png")

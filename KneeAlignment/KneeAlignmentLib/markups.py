@@ -21,16 +21,15 @@ import json
 import math
 import os
 import re
-import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomicio import write_atomic
 from .errors import MarkupsError
 
 __all__ = [
@@ -440,21 +439,10 @@ def _markup_json(node: MarkupsNode) -> dict[str, Any]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, then rename over ``path``."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        # os.open with 0o666 honours the umask, unlike tempfile's 0o600.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        write_atomic(path, text)
     except OSError as exc:
         raise MarkupsError(f"{path.name}: cannot write markups file ({exc.strerror or exc})") from exc
-    finally:
-        with suppress(OSError):
-            temporary.unlink(missing_ok=True)
 
 
 def write_markups(path: str | os.PathLike[str], nodes: MarkupsNode | Iterable[MarkupsNode]) -> Path:

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .atomicio import atomic_output
 from .schema import load_schema
 
 AXIS_COLORS = {"fts": (1.0, 0.69, 0.0), "fnts": (0.35, 0.75, 1.0)}
@@ -59,7 +60,8 @@ def draw_schema(kind: str, path: Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_output(path) as temporary:
+        fig.savefig(temporary)
     return path
 
 
@@ -111,5 +113,6 @@ def draw_measurement(pixels: np.ndarray, measurement, path: Path, *, height_px: 
             bbox=dict(facecolor="black", alpha=0.6, edgecolor="none"))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_output(path) as temporary:
+        fig.savefig(temporary)
     return path
