@@ -116,3 +116,29 @@ def draw_measurement(pixels: np.ndarray, measurement, path: Path, *, height_px: 
     with atomic_output(path) as temporary:
         fig.savefig(temporary)
     return path
+
+
+def draw_contact_sheet(images, landmarks, kind: str, path: Path, *, columns: int = 4, tile_px: int = 320) -> Path:
+    """A grid of radiographs, with their landmarks coloured by group when given.
+
+    ``images``: (H, W) arrays (bright = dense); ``landmarks``: (K, 2) px per image, or
+    None to show the images alone; ``kind``: the schema of the landmarks.
+    """
+    schema = load_schema(kind)
+    rows = -(-len(images) // columns)
+    aspect = images[0].shape[0] / images[0].shape[1]
+    fig = Figure(figsize=(columns * tile_px / 100, rows * tile_px * aspect / 100), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, image in enumerate(images):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="antialiased")
+        ax.set_axis_off()
+        if landmarks is not None:
+            for info, idx in ((info, schema.group_indices(g)) for g, info in schema.groups.items()):
+                ax.plot(landmarks[i][idx, 0], landmarks[i][idx, 1], ".-", color=info["color"], ms=1.5, lw=0.5)
+    fig.subplots_adjust(0, 0, 1, 1, 0.01, 0.01)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as temporary:
+        fig.savefig(temporary)
+    return path
