@@ -277,8 +277,7 @@ def _resample(image, target_to_image: np.ndarray, out_shape, order: int, fill: f
     x = img.reshape(-1, 1, H, W) - fill  # channels as batch; zero padding then means fill
     matrix = target_to_image.copy()
     if blur > 0:
-        x, (x0, y0) = _blur_region(x, matrix, (h, w), blur)
-        matrix[:, 2] -= (x0, y0)
+        x, matrix = _prefilter(x, matrix, (h, w), blur)
         H, W = x.shape[-2:]
     # Image point of each target pixel centre, in grid_sample's align_corners=False units.
     m = torch.as_tensor(matrix, dtype=img.dtype, device=img.device)
@@ -293,28 +292,40 @@ def _resample(image, target_to_image: np.ndarray, out_shape, order: int, fill: f
     return out.numpy() if from_numpy else out
 
 
-def _blur_region(x: torch.Tensor, target_to_image: np.ndarray, out_shape, sigma: float):
-    """Gaussian-blur the part of x (B, 1, H, W) that the target's pixels sample.
+def _prefilter(x: torch.Tensor, target_to_image: np.ndarray, out_shape, sigma: float):
+    """Low-pass the part of x (B, 1, H, W) that the target's pixels sample.
 
-    Returns the blurred sub-image and its (x0, y0) origin in image px.
+    A Gaussian of ``sigma`` image px, done cheaply: a k x k box average first (k about
+    half the shrink factor; pixel k*j + (k-1)/2 becomes pixel j) and the residual Gaussian
+    at the reduced size, so a 2000 px radiograph is not blurred at full resolution.
+    Returns the filtered sub-image and the target -> sub-image matrix (2, 3).
     """
     H, W = x.shape[-2:]
     h, w = out_shape
     corners = np.array([[-0.5, -0.5], [w - 0.5, -0.5], [-0.5, h - 0.5], [w - 0.5, h - 0.5]])
     src = corners @ target_to_image[:, :2].T + target_to_image[:, 2]
-    radius = math.ceil(3.0 * sigma)
-    margin = radius + 2  # bilinear reads 1 px beyond the sampled area; 1 px spare
+    k = max(1, math.floor(sigma + 0.5))
+    residual = math.sqrt(max(sigma**2 - (k * k - 1) / 12.0, 0.0)) / k  # in sub-image px
+    radius = math.ceil(3.0 * residual)
+    margin = k * (radius + 2)  # bilinear reads 1 px beyond the sampled area; 1 px spare
     x0 = int(np.clip(math.floor(src[:, 0].min()) - margin, 0, W - 1))
     x1 = int(np.clip(math.ceil(src[:, 0].max()) + margin, 0, W - 1))
     y0 = int(np.clip(math.floor(src[:, 1].min()) - margin, 0, H - 1))
     y1 = int(np.clip(math.ceil(src[:, 1].max()) + margin, 0, H - 1))
     sub = x[..., y0 : y1 + 1, x0 : x1 + 1]
-    taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    # Edge pixels are replicated so the blur does not darken the image border.
-    sub = F.pad(sub, (radius, radius, 0, 0), mode="replicate")
-    sub = F.conv2d(sub, kernel.view(1, 1, 1, -1))
-    sub = F.pad(sub, (0, 0, radius, radius), mode="replicate")
-    sub = F.conv2d(sub, kernel.view(1, 1, -1, 1))
-    return sub, (x0, y0)
+    matrix = target_to_image.copy()
+    matrix[:, 2] -= (x0, y0)
+    if k > 1:
+        sub = F.avg_pool2d(sub, k, stride=k, ceil_mode=True)
+        matrix = matrix / k
+        matrix[:, 2] -= (k - 1) / (2.0 * k)
+    if radius > 0:
+        taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+        kernel = torch.exp(-0.5 * (taps / residual) ** 2)
+        kernel = kernel / kernel.sum()
+        # Edge pixels are replicated so the blur does not darken the image border.
+        sub = F.pad(sub, (radius, radius, 0, 0), mode="replicate")
+        sub = F.conv2d(sub, kernel.view(1, 1, 1, -1))
+        sub = F.pad(sub, (0, 0, radius, radius), mode="replicate")
+        sub = F.conv2d(sub, kernel.view(1, 1, -1, 1))
+    return sub, matrix
