@@ -308,9 +308,10 @@ def _prefilter(x: torch.Tensor, target_to_image: np.ndarray, out_shape, sigma: f
     residual = math.sqrt(max(sigma**2 - (k * k - 1) / 12.0, 0.0)) / k  # in sub-image px
     radius = math.ceil(3.0 * residual)
     margin = k * (radius + 2)  # bilinear reads 1 px beyond the sampled area; 1 px spare
-    x0 = int(np.clip(math.floor(src[:, 0].min()) - margin, 0, W - 1))
+    # The box grid starts on a multiple of k, so the result does not depend on the region.
+    x0 = int(np.clip(math.floor(src[:, 0].min()) - margin, 0, W - 1)) // k * k
     x1 = int(np.clip(math.ceil(src[:, 0].max()) + margin, 0, W - 1))
-    y0 = int(np.clip(math.floor(src[:, 1].min()) - margin, 0, H - 1))
+    y0 = int(np.clip(math.floor(src[:, 1].min()) - margin, 0, H - 1)) // k * k
     y1 = int(np.clip(math.ceil(src[:, 1].max()) + margin, 0, H - 1))
     sub = x[..., y0 : y1 + 1, x0 : x1 + 1]
     matrix = target_to_image.copy()
