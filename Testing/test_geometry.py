@@ -20,6 +20,7 @@ from KneeAlignmentLib.geometry import (
     NEUTRAL_TOLERANCE_DEG,
     Alignment,
     alignment_label,
+    atfa_from_defining_points,
     compute_alignment,
     format_alignment,
     infer_side,
@@ -481,3 +482,62 @@ def test_infer_side_degenerate_input_raises():
         infer_side(pts, PRE)
     with pytest.raises(GeometryError, match="landmarks"):
         infer_side(pts[:10], PRE)
+
+
+# --- the four defining points alone (manual mode) -------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("side", ["R", "L"])
+@pytest.mark.parametrize("spacing", [None, (0.2, 0.1)])
+def test_defining_points_give_the_landmarks_angles_and_axes(kind, side, spacing):
+    """The same derived points give the same aTFA, axes and centres as the full landmark set."""
+    schema = load_schema(kind)
+    pts = jittered(schema, -2.0, 6.0, seed=11)
+    if side == "L":
+        pts = pts * [-1, 1] + [1600, 0]
+    full = compute_alignment(pts, schema, side, spacing)
+    manual = atfa_from_defining_points(schema.derive(pts, "femoral_shaft_centres"),
+                                       schema.derive(pts, "tibial_shaft_centres"),
+                                       schema.derive(pts, "femoral_notch"), schema.derive(pts, "tibial_spine_centre"),
+                                       side, spacing)
+    for name in ("atfa_fts_deg", "atfa_fnts_deg"):
+        assert getattr(manual, name) == pytest.approx(getattr(full, name), abs=1e-9), name
+    for name in LABELS:
+        assert getattr(manual, name) == getattr(full, name)
+    for name in AXES:
+        np.testing.assert_allclose(getattr(manual, name), getattr(full, name), atol=1e-9, err_msg=name)
+    assert manual.side == side and manual.spacing_known == (spacing is not None)
+    others = [f.name for f in dataclasses.fields(Alignment)
+              if f.name not in (*AXES, *LABELS, "atfa_fts_deg", "atfa_fnts_deg", "side", "spacing_known")]
+    assert all(getattr(manual, name) is None for name in others)
+
+
+def test_defining_points_with_two_centres_per_bone_measure_the_posed_angle():
+    """Two hand-placed shaft centres per bone: FTS equals the construction (the template shafts are straight)."""
+    pts = pose(PRE, 3.0, 10.0)
+    femur, tibia = PRE.derive(pts, "femoral_shaft_centres"), PRE.derive(pts, "tibial_shaft_centres")
+    a = atfa_from_defining_points(femur[[0, -1]], tibia[[0, -1]], PRE.derive(pts, "femoral_notch"),
+                                  PRE.derive(pts, "tibial_spine_centre"), "R", (0.15, 0.15))
+    assert a.atfa_fts_deg == pytest.approx(7.0, abs=1e-9)
+    assert a.label_fts == "valgus"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f, t, n, s: (f[:1], t, n, s), "at least 2 femoral shaft centres needed, got 1"),
+        (lambda f, t, n, s: (f, t[:, :1], n, s), r"tibial shaft centres must be \(x, y\) points"),
+        (lambda f, t, n, s: (f, t, [np.nan, 1.0], s), "femoral notch must be finite"),
+        (lambda f, t, n, s: (f, t, n, "spine"), "tibial spine centre must be numbers"),
+        (lambda f, t, n, s: (np.repeat(f[:1], 3, axis=0), t, n, s), "femoral shaft centres coincide"),
+        (lambda f, t, n, s: (f, t, f.mean(axis=0), s), "FNTS femoral axis .* has zero length"),
+    ],
+)
+def test_bad_defining_points_raise(change, message):
+    pts = pose(PRE, 0.0, 5.0)
+    args = (PRE.derive(pts, "femoral_shaft_centres"), PRE.derive(pts, "tibial_shaft_centres"),
+            PRE.derive(pts, "femoral_notch"), PRE.derive(pts, "tibial_spine_centre"))
+    with pytest.raises(GeometryError, match=message):
+        atfa_from_defining_points(*change(*args), "R")
+    with pytest.raises(GeometryError, match="side must be 'L' or 'R'"):
+        atfa_from_defining_points(*args, "right")

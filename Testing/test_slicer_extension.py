@@ -14,6 +14,7 @@ import re
 import struct
 import sys
 import types
+import unittest
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -301,23 +302,37 @@ def test_module_file_imports_torch_monai_and_the_core_lazily():
 
 
 def test_module_file_stays_thin():
-    assert len(MODULE_PY.read_text().splitlines()) < 500
+    assert len(MODULE_PY.read_text().splitlines()) < 1000  # everything but MRML and Qt lives in the core
 
 
-def test_schema_choices_map_onto_the_core_schema_kinds():
+def test_gui_choices_map_onto_core_values():
     from KneeAlignmentLib import schema
+    from KneeAlignmentLib.pipeline import resolve_device
 
     constants = {
         node.targets[0].id: ast.literal_eval(node.value)
         for node in _module_ast().body
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-        and node.targets[0].id in ("SCHEMA_KINDS", "SIDE_CODES")
+        and node.targets[0].id in ("SCHEMA_KINDS", "SIDE_CODES", "DEVICES")
     }
     assert sorted(constants["SCHEMA_KINDS"].values()) == sorted(schema.KINDS)
+    assert sorted(constants["SIDE_CODES"].values()) == ["L", "R"]
+    for device in constants["DEVICES"].values():
+        assert device == "auto" or resolve_device(device).type in ("cpu", "cuda")
     choices = _parameter_node_fields()
-    for field, table in (("schema", "SCHEMA_KINDS"), ("side", "SIDE_CODES")):
+    for field, table in (("model", "SCHEMA_KINDS"), ("side", "SIDE_CODES"), ("device", "DEVICES")):
         listed = [n.value for n in ast.walk(choices[field]) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
-        assert set(listed) - {"Auto"} == set(constants[table]), f"{field} choices differ from {table}"
+        assert set(listed) - {"Auto"} == set(constants[table]) - {"Auto"}, f"{field} choices differ from {table}"
+        assert listed[0] == "Auto"
+
+
+def test_help_text_says_what_how_on_what_data_and_not_for_clinical_use():
+    module = _classes(_module_ast())["KneeAlignment"]
+    texts = [n.value for n in ast.walk(module) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    help_text = max(texts, key=len)
+    for phrase in ("anatomical tibiofemoral angle", "FTS", "FNTS", "stacked hourglass", "synthetic radiographs",
+                   "phantom", "Not for clinical use", "Drag any landmark", "manual mode"):
+        assert phrase in help_text, phrase
 
 
 # ------------------------------------------------------------------------- core package
@@ -366,7 +381,7 @@ def test_ui_sections_and_custom_widgets_are_declared():
     sections = {
         _ui_property(w, "text").findtext("string") for w in widgets.values() if w.get("class") == "ctkCollapsibleButton"
     }
-    assert {"Inputs", "Results", "Advanced"} <= sections
+    assert {"Inputs", "Landmarks", "Results", "Settings"} <= sections
     declared = {c.findtext("class") for c in _ui_tree().iter("customwidget")}
     custom = {w.get("class") for w in widgets.values() if w.get("class").startswith(("qMRML", "ctk", "qSlicer"))}
     assert custom <= declared, f"undeclared custom widgets {custom - declared}"
@@ -404,56 +419,376 @@ def test_ui_parameter_bindings_match_the_parameter_node():
 
 # ------------------------------------------------- logic, with Slicer replaced by stand-ins
 #
-# The stand-ins provide only the names KneeAlignment.py touches when imported and the few
-# node methods its pixel mapping calls (names as in Slicer's vtkMRMLMarkupsNode); the
-# numbers come from KneeAlignmentLib and are checked against the IJK-to-RAS matrix directly.
+# The stand-ins model just the MRML and Qt calls KneeAlignment.py makes, with the names and
+# behaviour of Slicer's classes (vtkMRMLMarkupsNode: control points with label, description,
+# position status and visibility; Point* events; vtkMRMLTableNode columns; subject
+# hierarchy parents). An unknown call fails with AttributeError. The numbers come from
+# KneeAlignmentLib and are checked against the IJK-to-RAS matrix directly.
 
-POSITION_DEFINED, POSITION_MISSING = 2, 3  # vtkMRMLMarkupsNode::PositionDefined, PositionMissing
+POSITION_UNDEFINED, POSITION_DEFINED = 0, 2  # vtkMRMLMarkupsNode::PositionUndefined, PositionDefined
+EVENTS = {name: 19000 + i for i, name in enumerate((
+    "LockModifiedEvent", "LabelFormatModifiedEvent", "PointAddedEvent", "PointRemovedEvent",
+    "PointPositionDefinedEvent", "PointPositionUndefinedEvent", "PointPositionMissingEvent", "PointPositionNonMissingEvent", "PointModifiedEvent",
+    "PointStartInteractionEvent", "PointEndInteractionEvent"))}  # vtkMRMLMarkupsNode's enum, in order
 
 
-class _PointList:
-    """Stand-in for a vtkMRMLMarkupsFiducialNode: labels, world RAS positions, position statuses."""
+class _Node:
+    """Common vtkMRMLNode behaviour: name, ID, attributes, node references, observers."""
 
-    def __init__(self, labels, positions_ras, statuses=None):
-        self.labels, self.positions_ras = list(labels), np.asarray(positions_ras, dtype=float)
-        self.statuses = list(statuses) if statuses is not None else [POSITION_DEFINED] * len(self.labels)
-
-    def remove(self, i):
-        self.labels.pop(i), self.statuses.pop(i)
-        self.positions_ras = np.delete(self.positions_ras, i, axis=0)
-
-    def add(self, label, position_ras):
-        self.labels.append(label), self.statuses.append(POSITION_DEFINED)
-        self.positions_ras = np.vstack([self.positions_ras, position_ras])
+    def __init__(self, scene, class_name, name):
+        self.scene, self.class_name, self.name = scene, class_name, name
+        self.attributes, self.references, self.observers = {}, {}, []
 
     def GetName(self):
-        return "Landmarks"
+        return self.name
 
-    def GetAttribute(self, name):  # as a volume without DICOM attributes
-        return None
+    def SetName(self, name):
+        self.name = name
+
+    def GetID(self):
+        return self.id
+
+    def GetClassName(self):
+        return self.class_name
+
+    def IsA(self, class_name):
+        return class_name in (self.class_name, "vtkMRMLNode", "vtkMRMLMarkupsNode")
+
+    def SetAttribute(self, key, value):
+        self.attributes[key] = value
+
+    def GetAttribute(self, key):
+        return self.attributes.get(key)
+
+    def SetNodeReferenceID(self, role, node_id):
+        self.references[role] = node_id
+
+    def GetNodeReference(self, role):
+        return self.scene.nodes.get(self.references.get(role))
+
+    def InvokeEvent(self, event):
+        for observed_event, callback in list(self.observers):
+            if observed_event == event:
+                callback(self, event)
+
+    def Modified(self):
+        pass
+
+
+class _Display:
+    """vtkMRMLMarkupsDisplayNode setters (values kept for the tests)."""
+
+    def __init__(self):
+        self.values = {}
+
+    def __getattr__(self, name):
+        if name.startswith("Set") and name[3:] in ("Color", "SelectedColor", "GlyphScale", "TextScale", "Opacity",
+                                                    "PointLabelsVisibility", "PropertiesLabelVisibility"):
+            return lambda *value: self.values.__setitem__(name[3:], value if len(value) > 1 else value[0])
+        raise AttributeError(name)
+
+
+class _Markups(_Node):
+    """A vtkMRMLMarkups*Node: control points in RAS, Point* events as Slicer invokes them."""
+
+    def __init__(self, scene, class_name, name):
+        super().__init__(scene, class_name, name)
+        self.points, self.display, self.locked, self.fixed = [], None, False, False
+        self.angle_mode, self.rotation_axis, self.curve_type = "Minimal", (0.0, 0.0, 1.0), "CardinalSpline"
+
+    def _point(self, position, label, status=POSITION_DEFINED):
+        return {"position": np.array(position, float), "label": label, "description": "", "status": status,
+                "visible": True}
 
     def GetNumberOfControlPoints(self):
-        return len(self.labels)
+        return len(self.points)
 
-    def GetNthControlPointLabel(self, i):
-        return self.labels[i]
+    def AddControlPoint(self, position, label=""):
+        if self.fixed:
+            raise RuntimeError("fixed number of control points")
+        self.points.append(self._point(position, label or f"{self.name}-{len(self.points) + 1}"))
+        self.InvokeEvent(EVENTS["PointAddedEvent"])
+        return len(self.points) - 1
+
+    def RemoveNthControlPoint(self, i):
+        del self.points[i]
+        self.InvokeEvent(EVENTS["PointRemovedEvent"])
+
+    def SetNthControlPointPosition(self, i, x, y, z):
+        self.points[i].update(position=np.array([x, y, z], float), status=POSITION_DEFINED)
+        self.InvokeEvent(EVENTS["PointModifiedEvent"])
+
+    def UnsetNthControlPointPosition(self, i):
+        self.points[i]["status"] = POSITION_UNDEFINED
 
     def GetNthControlPointPositionStatus(self, i):
-        return self.statuses[i]
+        return self.points[i]["status"]
+
+    def GetNthControlPointLabel(self, i):
+        return self.points[i]["label"]
+
+    def SetNthControlPointLabel(self, i, label):
+        self.points[i]["label"] = label
+
+    def GetNthControlPointDescription(self, i):
+        return self.points[i]["description"]
+
+    def SetNthControlPointDescription(self, i, description):
+        self.points[i]["description"] = description
+
+    def SetNthControlPointVisibility(self, i, visible):
+        self.points[i]["visible"] = bool(visible)
+
+    def SetFixedNumberOfControlPoints(self, fixed):
+        self.fixed = bool(fixed)
+
+    def SetLocked(self, locked):
+        self.locked = bool(locked)
+
+    def StartModify(self):
+        return 0
+
+    def EndModify(self, was_modifying):
+        pass
+
+    def CreateDefaultDisplayNodes(self):
+        self.display = self.display or _Display()
+
+    def GetDisplayNode(self):
+        return self.display
+
+    def SetCurveTypeToLinear(self):
+        self.curve_type = "Linear"
+
+    def SetAngleMeasurementModeToOrientedSigned(self):
+        self.angle_mode = "OrientedSigned"
+
+    def SetOrientationRotationAxis(self, r, a, s):
+        self.rotation_axis = (r, a, s)
+
+    def GetAngleDegrees(self):
+        """vtkMRMLMarkupsAngleNode::GetAngleDegrees."""
+        p1, c, p2 = (p["position"] for p in self.points)
+        v1, v2 = (p1 - c) / np.linalg.norm(p1 - c), (p2 - c) / np.linalg.norm(p2 - c)
+        angle = np.degrees(np.arccos(np.clip(v1 @ v2, -1, 1)))
+        return angle if self.angle_mode == "Minimal" or np.cross(v1, v2) @ self.rotation_axis >= 0 else -angle
+
+    # helpers for the tests
+    def positions_ras(self):
+        return np.array([p["position"] for p in self.points]).reshape(-1, 3)
+
+    def labels(self):
+        return [p["label"] for p in self.points]
 
 
-def _stand_in_modules() -> dict[str, types.ModuleType]:
+class _Array:
+    """vtkDoubleArray / vtkStringArray: a named column of values."""
+
+    def __init__(self, numeric):
+        self.numeric, self.name, self.values = numeric, "", []
+
+    def SetName(self, name):
+        self.name = name
+
+    def GetName(self):
+        return self.name
+
+    def SetValue(self, i, value):
+        if not isinstance(value, float if self.numeric else str):
+            raise TypeError(f"column {self.name}: {value!r}")
+        self.values += [float("nan") if self.numeric else ""] * (i + 1 - len(self.values))
+        self.values[i] = value
+
+    def GetValue(self, i):
+        return self.values[i]
+
+
+class _Table(_Node):
+    """vtkMRMLTableNode with its vtkTable (GetTable returns the node itself here)."""
+
+    def __init__(self, scene, class_name, name):
+        super().__init__(scene, class_name, name)
+        self.columns, self.units, self.descriptions, self.rows = [], {}, {}, 0
+
+    def AddColumn(self, array):
+        self.columns.append(array)
+
+    def GetNumberOfColumns(self):
+        return len(self.columns)
+
+    def GetColumnIndex(self, name):
+        return next((i for i, c in enumerate(self.columns) if c.name == name), -1)
+
+    def SetColumnUnitLabel(self, name, unit):
+        self.units[name] = unit
+
+    def GetColumnUnitLabel(self, name):
+        return self.units.get(name, "")
+
+    def SetColumnDescription(self, name, description):
+        self.descriptions[name] = description
+
+    def GetTable(self):
+        return self
+
+    def GetColumnByName(self, name):
+        index = self.GetColumnIndex(name)
+        return self.columns[index] if index >= 0 else None
+
+    def GetNumberOfRows(self):
+        return self.rows
+
+    def AddEmptyRow(self):
+        self.rows += 1
+        for column in self.columns:
+            column.SetValue(self.rows - 1, float("nan") if column.numeric else "")
+        return self.rows - 1
+
+
+class _Volume(_Node):
+    """A scalar volume: voxel array (K, J, I), IJK-to-RAS matrix, display window/level and colour."""
+
+    def __init__(self, scene, array, ijk_to_ras, window=None, colour="vtkMRMLColorTableNodeGrey"):
+        super().__init__(scene, "vtkMRMLScalarVolumeNode", "Knee")
+        self.array, self.matrix, self.window, self.colour = array, np.asarray(ijk_to_ras, float), window, colour
+
+    def GetImageData(self):
+        return self.array
+
+    def GetParentTransformNode(self):
+        return None
+
+    def GetIJKToRASMatrix(self, matrix):
+        matrix.array = self.matrix.copy()
+
+    def GetDisplayNode(self):
+        volume = self
+
+        class Display:
+            def GetWindow(self):
+                return volume.window[1] if volume.window else 0.0
+
+            def GetLevel(self):
+                return volume.window[0] if volume.window else 0.0
+
+            def GetColorNodeID(self):
+                return volume.colour
+
+        return Display()
+
+
+class _Scene:
+    """vtkMRMLScene: nodes by ID, unique names, and a subject hierarchy recording parents."""
+
+    def __init__(self):
+        self.nodes, self.parents = {}, {}
+
+    def add(self, node):
+        node.id = f"vtkMRMLNode{len(self.nodes) + 1}"
+        self.nodes[node.id] = node
+        return node
+
+    def AddNewNodeByClass(self, class_name, name=""):
+        factory = _Table if class_name == "vtkMRMLTableNode" else _Markups
+        return self.add(factory(self, class_name, name))
+
+    def GenerateUniqueName(self, name):
+        taken = {n.name for n in self.nodes.values()}
+        return name if name not in taken else next(f"{name}_{i}" for i in range(1, 999) if f"{name}_{i}" not in taken)
+
+    def GetSubjectHierarchyNode(self):
+        scene = self
+
+        class SubjectHierarchy:
+            def GetItemByDataNode(self, node):
+                return node.id
+
+            def SetItemParent(self, item, parent):
+                scene.parents[item] = parent
+
+        return SubjectHierarchy()
+
+    def Clear(self):
+        self.nodes.clear(), self.parents.clear()
+
+    def of_class(self, class_name):
+        return [n for n in self.nodes.values() if n.class_name == class_name]
+
+
+class _Timer:
+    """qt.QTimer: the tests fire the timeout themselves."""
+
+    def __init__(self):
+        self.active, self.callbacks = False, []
+
+    def setSingleShot(self, single):
+        pass
+
+    def setInterval(self, ms):
+        self.interval = ms
+
+    def connect(self, signal, callback):
+        assert signal == "timeout()"
+        self.callbacks.append(callback)
+
+    def start(self):
+        self.active = True
+
+    def stop(self):
+        self.active = False
+
+    def isActive(self):
+        return self.active
+
+    def fire(self):
+        self.active = False
+        for callback in self.callbacks:
+            callback()
+
+
+class _ObservationMixin:
+    """slicer.util.VTKObservationMixin over the stand-in nodes' observer lists."""
+
+    def __init__(self):
+        self.Observations = []
+
+    def addObserver(self, obj, event, method):
+        obj.observers.append((event, method))
+        self.Observations.append((obj, event, method))
+
+    def removeObservers(self, method=None):
+        for obj, event, m in [o for o in self.Observations if method is None or o[2] == method]:
+            obj.observers.remove((event, m))
+            self.Observations.remove((obj, event, m))
+
+
+def _update_from_array(node, array, world=False):
+    """slicer.util.updateMarkupsControlPointsFromArray: positions set, points added or removed."""
+    for i, position in enumerate(array):
+        if i < len(node.points):
+            node.points[i].update(position=np.array(position, float), status=POSITION_DEFINED)
+        else:
+            node.points.append(node._point(position, f"{node.name}-{i + 1}"))
+    del node.points[len(array):]
+    node.InvokeEvent(EVENTS["PointModifiedEvent"])
+
+
+def _stand_in_modules(scene: _Scene) -> dict[str, types.ModuleType]:
     class Base:
         def __init__(self, *args, **kwargs):
             pass
 
+        def getParameterNode(self):
+            return None
+
     modules = {name: types.ModuleType(name) for name in (
         "qt", "vtk", "slicer", "slicer.i18n", "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule",
         "slicer.util")}
-    slicer = modules["slicer"]
+    slicer, util, qt, vtk = (modules[n] for n in ("slicer", "slicer.util", "qt", "vtk"))
     for name in ("vtkMRMLMarkupsFiducialNode", "vtkMRMLScalarVolumeNode", "vtkMRMLTableNode"):
         setattr(slicer, name, type(name, (), {}))
-    slicer.vtkMRMLMarkupsNode = type("vtkMRMLMarkupsNode", (), {"PositionDefined": POSITION_DEFINED})
+    slicer.vtkMRMLMarkupsNode = type("vtkMRMLMarkupsNode", (), {"PositionDefined": POSITION_DEFINED, **EVENTS})
+    slicer.mrmlScene = scene
     modules["slicer.i18n"].tr = lambda text: text
     modules["slicer.i18n"].translate = lambda context, text: text
     modules["slicer.parameterNodeWrapper"].parameterNodeWrapper = lambda cls: cls
@@ -461,19 +796,33 @@ def _stand_in_modules() -> dict[str, types.ModuleType]:
     scripted = modules["slicer.ScriptedLoadableModule"]
     for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic"):
         setattr(scripted, name, type(name, (Base,), {}))
-    scripted.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (Base,), {})
-    modules["slicer.util"].VTKObservationMixin = type("VTKObservationMixin", (Base,), {})
-    modules["slicer.util"].arrayFromMarkupsControlPoints = lambda node, world=False: node.positions_ras.copy()
-    modules["slicer.util"].updateMarkupsControlPointsFromArray = (
-        lambda node, array: setattr(node, "positions_ras", array))
-    slicer.util = modules["slicer.util"]
+    scripted.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (unittest.TestCase,),
+                                               {"delayDisplay": lambda self, message, msec=None: None})
+    util.VTKObservationMixin = _ObservationMixin
+    util.arrayFromMarkupsControlPoints = lambda node, world=False: node.positions_ras()
+    util.updateMarkupsControlPointsFromArray = _update_from_array
+    util.arrayFromVolume = lambda volume: volume.array
+    util.arrayFromVTKMatrix = lambda matrix: matrix.array
+    util.settingsValue = lambda key, default, converter=lambda v: v, settings=None: default
+    util.addVolumeFromArray = lambda array, ijk_to_ras, name: scene.add(_Volume(scene, np.array(array), ijk_to_ras))
+    util.getNodesByClass = scene.of_class
+    vtk.vtkMatrix4x4 = type("vtkMatrix4x4", (), {})
+    vtk.vtkDoubleArray = lambda: _Array(numeric=True)
+    vtk.vtkStringArray = lambda: _Array(numeric=False)
+    qt.QTimer = _Timer
+    slicer.util = util
     return modules
 
 
 @pytest.fixture
-def module(monkeypatch):
+def scene():
+    return _Scene()
+
+
+@pytest.fixture
+def module(monkeypatch, scene):
     """KneeAlignment.py imported against the stand-ins (also proves it imports without torch)."""
-    for name, stand_in in _stand_in_modules().items():
+    for name, stand_in in _stand_in_modules(scene).items():
         monkeypatch.setitem(sys.modules, name, stand_in)
     spec = importlib.util.spec_from_file_location("KneeAlignmentUnderTest", MODULE_PY)
     loaded = importlib.util.module_from_spec(spec)
@@ -481,118 +830,295 @@ def module(monkeypatch):
     return loaded
 
 
-# Anisotropic, oblique-free plane with an offset origin: column 0.9 mm, row 1.1 mm.
+# An anisotropic plane as Slicer loads a 2D image (i along L, j along P), origin offset.
 IJK_TO_RAS = np.array([[-0.9, 0, 0, 20.0], [0, -1.1, 0, -35.0], [0, 0, 1, 0], [0, 0, 0, 1]])
+SPACING = (1.1, 0.9)  # (row_mm, col_mm) of IJK_TO_RAS
 
 
-def _labelled_example(kind):
-    """(names, (K, 2) px, (K, 3) RAS) of the schema's example, placed with IJK_TO_RAS directly."""
+def _ras(points_px):
+    """(N, 3) RAS of pixels (x, y) = voxels (i, j, 0), straight from IJK_TO_RAS."""
+    points_px = np.atleast_2d(points_px)
+    return (np.c_[points_px, np.zeros(len(points_px)), np.ones(len(points_px))] @ IJK_TO_RAS.T)[:, :3]
+
+
+def _case(scene, kind, *, valgus=5.0, order=None):
+    """(volume, labelled point list, (K, 2) true px) of the schema's example on a 300 x 240 radiograph."""
     from KneeAlignmentLib.schema import example_landmarks_px, load_schema
 
-    points_px = example_landmarks_px(kind, spacing_mm=1.0, image_size=(300, 240))
-    homogeneous = np.c_[points_px, np.zeros(len(points_px)), np.ones(len(points_px))]
-    return list(load_schema(kind).names), points_px, (homogeneous @ IJK_TO_RAS.T)[:, :3]
+    points_px = example_landmarks_px(kind, atfa_valgus_deg=valgus, spacing_mm=1.0, image_size=(300, 240))
+    pixels = np.random.default_rng(0).integers(0, 4096, size=(1, 300, 240)).astype(np.int16)
+    volume = scene.add(_Volume(scene, pixels, IJK_TO_RAS, window=(2048.0, 4096.0)))
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Landmarks")
+    names = load_schema(kind).names
+    order = np.arange(len(names)) if order is None else order
+    for i in order:
+        node.AddControlPoint(_ras(points_px[i])[0], names[i])
+    return volume, node, points_px
+
+
+def _by_role(node, role):
+    return node.GetNodeReference(f"KneeAlignment.{role}")
 
 
 @pytest.mark.parametrize("kind", ["preop", "postop"])
-def test_logic_maps_labelled_ras_points_to_schema_ordered_pixels(module, kind):
-    from KneeAlignmentLib.markups import ImagePlane
-
-    names, points_px, positions_ras = _labelled_example(kind)
-    order = np.random.default_rng(0).permutation(len(names))  # a point list in any order
-    node = _PointList([names[i] for i in order], positions_ras[order])
-    schema, mapped_px = module.KneeAlignmentLogic.landmarksPx(ImagePlane.from_ijk_to_ras(IJK_TO_RAS), node, "Auto")
-    assert schema.kind == kind
-    np.testing.assert_allclose(mapped_px, points_px, atol=1e-9)
-    explicit = {"preop": "Pre-op", "postop": "Post-op"}[kind]
-    assert module.KneeAlignmentLogic.landmarksPx(ImagePlane.from_ijk_to_ras(IJK_TO_RAS), node, explicit)[0].kind == kind
-
-
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (lambda n: n.remove(5), "missing landmarks 'FLC05'"),
-        (lambda n: n.statuses.__setitem__(3, POSITION_MISSING), "missing landmarks 'FLC03'"),
-        (lambda n: n.add("FLC00", n.positions_ras[0]), "duplicated labels 'FLC00'"),
-        (lambda n: n.add("Extra", n.positions_ras[0]), "unknown labels 'Extra'"),
-    ],
-)
-def test_logic_names_the_landmarks_that_do_not_fit_the_schema(module, edit, message):
-    from KneeAlignmentLib.errors import MarkupsError
-    from KneeAlignmentLib.markups import ImagePlane
-
-    names, _, positions_ras = _labelled_example("preop")
-    node = _PointList(names, positions_ras)
-    edit(node)
-    with pytest.raises(MarkupsError, match=message):
-        module.KneeAlignmentLogic.landmarksPx(ImagePlane.from_ijk_to_ras(IJK_TO_RAS), node, "Pre-op")
-
-
-def test_logic_rejects_points_off_the_radiograph_plane_and_unknown_choices(module):
-    from KneeAlignmentLib.errors import MarkupsError
-    from KneeAlignmentLib.markups import ImagePlane
-
-    names, _, positions_ras = _labelled_example("preop")
-    plane = ImagePlane.from_ijk_to_ras(IJK_TO_RAS)
-    lifted = positions_ras.copy()
-    lifted[7, 2] += 2.0  # 2 mm above the slice
-    with pytest.raises(MarkupsError, match="points not in the image plane"):
-        module.KneeAlignmentLogic.landmarksPx(plane, _PointList(names, lifted), "Pre-op")
-    with pytest.raises(ValueError, match="schema must be"):
-        module.KneeAlignmentLogic.landmarksPx(plane, _PointList(names, positions_ras), "Preop")
-
-
-def test_dicom_side_reads_image_laterality_before_laterality(module, monkeypatch):
-    class Volume:
-        def __init__(self, uids):
-            self.uids = uids
-
-        def GetAttribute(self, name):
-            return self.uids if name == "DICOM.instanceUIDs" else None
-
-    class Database:
-        def __init__(self, values):
-            self.values = values
-
-        def instanceValue(self, uid, tag):
-            return self.values.get((uid, tag), "")
-
-    slicer = sys.modules["slicer"]
-    both = Database({("1.2", "0020,0062"): "L ", ("1.2", "0020,0060"): "R"})
-    monkeypatch.setattr(slicer, "dicomDatabase", both, raising=False)
-    assert module.KneeAlignmentLogic.dicomSide(Volume("1.2 1.3")) == "L"
-    monkeypatch.setattr(slicer, "dicomDatabase", Database({("1.2", "0020,0062"): "U", ("1.2", "0020,0060"): "r"}))
-    assert module.KneeAlignmentLogic.dicomSide(Volume("1.2")) == "R"
-    assert module.KneeAlignmentLogic.dicomSide(Volume(None)) is None
-
-
-def test_measure_from_landmarks_matches_geometry_and_draws_the_angle_between_the_axes(module, monkeypatch):
-    from KneeAlignmentLib import geometry
-    from KneeAlignmentLib.markups import ImagePlane
+def test_point_list_becomes_a_case_with_axes_angles_and_a_table_row(module, scene, kind):
+    from KneeAlignmentLib.case_results import COLUMNS
+    from KneeAlignmentLib.geometry import compute_alignment
     from KneeAlignmentLib.schema import load_schema
 
-    names, points_px, positions_ras = _labelled_example("preop")
-    drawn = {}
+    order = np.random.default_rng(1).permutation(len(load_schema(kind)))  # a point list in any order
+    volume, node, points_px = _case(scene, kind, order=order)
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", "Results")
+    logic = module.KneeAlignmentLogic()
+    alignment = logic.adoptLandmarks(volume, node, side="Auto", schema="Auto", resultsTable=table)
 
-    def output_node(landmarks_node, class_name, title, color):
-        return drawn.setdefault(title, _PointList([], np.zeros((0, 3))))
+    expected = compute_alignment(points_px, load_schema(kind), "R", SPACING)
+    assert alignment.side == "R"  # no DICOM laterality: detected from the fibula
+    assert alignment.atfa_fts_deg == pytest.approx(expected.atfa_fts_deg, abs=1e-9)
+    assert node.GetAttribute("KneeAlignment.Kind") == kind
+    assert node.GetAttribute("KneeAlignment.SideSource") == "detected"
+    for method in ("FTS", "FNTS"):
+        angle = _by_role(node, f"Angle.{method}")
+        assert angle.class_name == "vtkMRMLMarkupsAngleNode" and angle.angle_mode == "OrientedSigned"
+        assert angle.GetAngleDegrees() == pytest.approx(getattr(expected, f"atfa_{method.lower()}_deg"), abs=1e-9)
+        for bone in ("femoral", "tibial"):
+            line = _by_role(node, f"Axis.{bone}.{method}")
+            expected_px = getattr(expected, f"{bone}_axis_{method.lower()}_px")
+            np.testing.assert_allclose(line.positions_ras(), _ras(expected_px), atol=1e-9)
+            assert line.locked and scene.parents[line.id] == node.id  # under the case in the data tree
+    outlines = [n for n in scene.of_class("vtkMRMLMarkupsCurveNode")]
+    assert len(outlines) == len(load_schema(kind).contours)
+    assert all(n.curve_type == "Linear" and not any(p["visible"] for p in n.points) for n in outlines)
+    assert _by_role(node, "DefiningPoints").labels()[:2] == ["FSC1", "FSC2"]
 
-    cls = module.KneeAlignmentLogic
-    monkeypatch.setattr(cls, "imagePlane", staticmethod(lambda volume: ImagePlane.from_ijk_to_ras(IJK_TO_RAS)))
-    monkeypatch.setattr(cls, "_outputNode", staticmethod(output_node))
-    node = _PointList(names, positions_ras)  # serves as the volume too: it has no DICOM attributes
-    alignment = cls().measureFromLandmarks(node, node, side="Auto", schema="Auto", resultsTable=None)
+    assert [c.name for c in table.columns] == [c.name for c in COLUMNS]
+    assert table.GetNumberOfRows() == 1 and table.GetColumnUnitLabel("atfa_fts_deg") == "deg"
+    value = lambda name: table.GetColumnByName(name).GetValue(0)  # noqa: E731
+    assert [value(n) for n in ("landmarks", "source", "schema", "side")] == ["Landmarks", "landmarks", kind, "R"]
+    assert value("atfa_fnts_deg") == pytest.approx(expected.atfa_fnts_deg, abs=1e-9)
 
-    expected = geometry.compute_alignment(points_px, load_schema("preop"), "R", (1.1, 0.9))
-    assert alignment.side == "R"  # no DICOM laterality: taken from the fibula
-    assert alignment.atfa_fts_deg == pytest.approx(expected.atfa_fts_deg, abs=1e-6)
-    assert alignment.atfa_fnts_deg == pytest.approx(expected.atfa_fnts_deg, abs=1e-6)
-    titles = [f"{bone} axis {method}" for bone in ("femoral", "tibial") for method in ("FTS", "FNTS")]
-    assert sorted(drawn) == sorted(titles + ["aTFA FTS", "aTFA FNTS"])
-    for method, atfa in (("FTS", expected.atfa_fts_deg), ("FNTS", expected.atfa_fnts_deg)):
-        proximal, vertex, distal = drawn[f"aTFA {method}"].positions_ras  # RAS mm, as Slicer measures
-        u, v = proximal - vertex, distal - vertex
-        shown = np.degrees(np.arccos(u @ v / np.linalg.norm(u) / np.linalg.norm(v)))
-        assert shown == pytest.approx(180.0 - abs(atfa), abs=1e-6)
-        femoral_ras = drawn[f"femoral axis {method}"].positions_ras
-        np.testing.assert_allclose(femoral_ras[1], vertex)
+    # Measuring again updates the nodes and the row instead of adding new ones.
+    logic.adoptLandmarks(volume, node, side="Right", schema={"preop": "Pre-op", "postop": "Post-op"}[kind])
+    assert table.GetNumberOfRows() == 1
+    assert len(scene.of_class("vtkMRMLMarkupsLineNode")) == 4 and len(scene.of_class("vtkMRMLMarkupsAngleNode")) == 2
+
+
+def test_dragging_a_landmark_recomputes_throttled_and_at_the_end(module, scene, monkeypatch):
+    from KneeAlignmentLib.geometry import compute_alignment
+    from KneeAlignmentLib.schema import load_schema
+
+    volume, node, points_px = _case(scene, "preop")
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", "Results")
+    logic = module.KneeAlignmentLogic()
+    logic.adoptLandmarks(volume, node, resultsTable=table)
+
+    def no_pixels(volume):
+        raise AssertionError("a live update must not read the radiograph's pixels (too slow on a large film)")
+
+    monkeypatch.setattr(sys.modules["slicer.util"], "arrayFromVolume", no_pixels)
+    updates = []
+    logic.watch(node, lambda update, error: updates.append((update, error)))
+    schema, index = load_schema("preop"), load_schema("preop").index("TLC06")
+    angle = _by_role(node, "Angle.FTS")
+    before = angle.GetAngleDegrees()
+
+    moved = points_px.copy()
+    for step in (3.0, 6.0):  # a drag: several PointModifiedEvents, one redraw per timer interval
+        moved[index] = points_px[index] + (step, 0.0)
+        node.SetNthControlPointPosition(index, *_ras(moved[index])[0])
+    assert logic._timer.isActive() and angle.GetAngleDegrees() == before  # throttled: nothing redrawn yet
+    logic._timer.fire()
+    expected = compute_alignment(moved, schema, "R", SPACING)
+    assert angle.GetAngleDegrees() == pytest.approx(expected.atfa_fts_deg, abs=1e-9) != pytest.approx(before)
+
+    moved[index] = points_px[index] + (9.0, 0.0)
+    node.points[index]["position"] = _ras(moved[index])[0]
+    node.InvokeEvent(EVENTS["PointEndInteractionEvent"])  # the final position, at once
+    final = compute_alignment(moved, schema, "R", SPACING)
+    assert angle.GetAngleDegrees() == pytest.approx(final.atfa_fts_deg, abs=1e-9)
+    assert table.GetColumnByName("atfa_fts_deg").GetValue(0) == pytest.approx(final.atfa_fts_deg, abs=1e-9)
+    assert updates[-1][0].alignment.atfa_fts_deg == pytest.approx(final.atfa_fts_deg) and updates[-1][1] is None
+
+    node.points[index]["position"] = node.points[index]["position"] + [0.0, 0.0, 5.0]  # dragged off the plane
+    node.InvokeEvent(EVENTS["PointEndInteractionEvent"])
+    assert updates[-1][0] is None and "not in the image plane" in str(updates[-1][1])
+    assert angle.GetAngleDegrees() == pytest.approx(final.atfa_fts_deg, abs=1e-9)  # the last good drawing stays
+
+    logic.unwatch()
+    node.SetNthControlPointPosition(index, *_ras(points_px[index])[0])
+    assert not node.observers and not logic._timer.isActive()
+
+
+def test_manual_points_are_placed_in_order_and_give_the_same_angles(module, scene):
+    from KneeAlignmentLib.geometry import compute_alignment
+    from KneeAlignmentLib.manual_points import MANUAL_POINTS
+    from KneeAlignmentLib.schema import load_schema
+
+    volume, _node, points_px = _case(scene, "preop")
+    expected = compute_alignment(points_px, load_schema("preop"), "R", SPACING)
+    logic = module.KneeAlignmentLogic()
+    with pytest.raises(ValueError, match="choose Left or Right"):
+        logic.createManualPoints(volume, side="Auto")
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", "Results")
+    manual = logic.createManualPoints(volume, side="Right", resultsTable=table)
+    assert manual.labels() == [p.label for p in MANUAL_POINTS] and manual.fixed
+    assert manual.display.values["PointLabelsVisibility"] is True  # placed by label
+    assert all(p["status"] == POSITION_UNDEFINED for p in manual.points)
+    updates = []
+    logic.watch(manual, lambda update, error: updates.append((update, error)))
+    assert logic.nextManualInstruction(manual).startswith("Place femoral_shaft_centre_1: Femoral shaft centre")
+    femur, tibia = expected.femoral_shaft_centres_px, expected.tibial_shaft_centres_px
+    targets = [femur[0], femur[-1], expected.femoral_axis_fnts_px[1], expected.tibial_axis_fnts_px[0], tibia[0],
+               tibia[-1]]
+    for i, target in enumerate(targets[:3]):
+        manual.SetNthControlPointPosition(i, *_ras(target)[0])
+        manual.InvokeEvent(EVENTS["PointEndInteractionEvent"])
+    assert updates[-1] == (None, "Place tibial_spine_centre: " + MANUAL_POINTS[3].description)
+    for i, target in enumerate(targets[3:], start=3):
+        manual.SetNthControlPointPosition(i, *_ras(target)[0])
+    manual.InvokeEvent(EVENTS["PointEndInteractionEvent"])
+    update, error = updates[-1]
+    assert error is None and logic.nextManualInstruction(manual) == ""
+    assert update.alignment.atfa_fnts_deg == pytest.approx(expected.atfa_fnts_deg, abs=1e-9)
+    assert _by_role(manual, "Angle.FNTS").GetAngleDegrees() == pytest.approx(expected.atfa_fnts_deg, abs=1e-9)
+    assert table.GetColumnByName("schema").GetValue(0) == "manual"
+    assert _by_role(manual, "DefiningPoints") is None  # the user's points are the defining points
+
+
+def test_volume_is_measured_as_displayed_with_its_dicom_side(module, scene, monkeypatch):
+    class Database:
+        def instanceValue(self, uid, tag):
+            return {("1.2", "0020,0062"): "L ", ("1.2", "0020,0060"): "R"}.get((uid, tag), "")
+
+    pixels = np.array([[[0, 1000, 2000, 3000]]], dtype=np.int16)
+    volume = scene.add(_Volume(scene, pixels, IJK_TO_RAS, window=(1500.0, 2000.0),
+                               colour="vtkMRMLColorTableNodeInvertedGrey"))
+    image = module.KneeAlignmentLogic.volumeImage(volume)
+    np.testing.assert_allclose(image.radiograph.pixels[0], [1.0, 0.75, 0.25, 0.0])  # window, then inverted
+    assert image.radiograph.spacing_mm == pytest.approx(SPACING)
+    assert image.radiograph.side is None
+    volume.SetAttribute("DICOM.instanceUIDs", "1.2 1.3")
+    monkeypatch.setattr(sys.modules["slicer"], "dicomDatabase", Database(), raising=False)
+    image = module.KneeAlignmentLogic.volumeImage(volume)
+    assert (image.radiograph.side, image.radiograph.side_source) == ("L", "DICOM ImageLaterality")
+
+
+def test_point_list_problems_are_named(module, scene):
+    from KneeAlignmentLib.errors import MarkupsError
+
+    volume, node, _ = _case(scene, "preop")
+    logic = module.KneeAlignmentLogic()
+    node.RemoveNthControlPoint(5)
+    with pytest.raises(MarkupsError, match="missing landmarks 'FLC05'"):
+        logic.adoptLandmarks(volume, node, side="Right", schema="Pre-op")
+    node.AddControlPoint(node.positions_ras()[0], "Extra")
+    node.UnsetNthControlPointPosition(3)
+    with pytest.raises(MarkupsError, match="unknown labels 'Extra'; missing landmarks 'FLC03', 'FLC05'"):
+        logic.adoptLandmarks(volume, node, side="Right", schema="Pre-op")
+    with pytest.raises(ValueError, match="model must be Auto or one of Pre-op, Post-op"):
+        logic.adoptLandmarks(volume, node, schema="Preop")
+    with pytest.raises(ValueError, match="is not a Knee Alignment case"):
+        logic.evaluate(scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Other"))
+
+
+def test_model_inference_creates_a_case_with_progress_and_can_be_cancelled(module, scene, tmp_path, monkeypatch):
+    from KneeAlignmentLib.schema import load_schema
+    from KneeAlignmentLib.workflow import Cancelled
+    from model_factory import save_models
+
+    user = save_models(tmp_path / "models", kinds=("postop",))
+    monkeypatch.setattr(module.KneeAlignmentLogic, "modelsFolder", staticmethod(lambda: user))
+    volume, _node, _ = _case(scene, "postop")
+    logic = module.KneeAlignmentLogic()
+    table = logic.newResultsTable()
+    before = set(scene.nodes)
+    with pytest.raises(Cancelled):
+        logic.measure(volume, device="CPU", resultsTable=table, cancelled=lambda: True)
+    assert set(scene.nodes) == before  # cancelled: nothing added
+
+    stages = []
+    node = logic.measure(volume, side="Right", device="CPU", resultsTable=table,
+                         progress=lambda fraction, message: stages.append((fraction, message)))
+    fractions = [f for f, _ in stages]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert [m for _, m in stages][:2] == ["Reading the radiograph", "Loading the models"]
+    assert node.labels() == list(load_schema("postop").names)
+    assert node.GetAttribute("KneeAlignment.Source") == "model" and node.GetAttribute("KneeAlignment.Kind") == "postop"
+    assert '"format": "kneealignment-measurement"' in node.GetAttribute("KneeAlignment.Measurement")
+    assert node.GetNodeReference("KneeAlignment.Volume") is volume
+
+
+def test_exports_write_the_current_corrected_values(module, scene, tmp_path):
+    import csv
+    import json
+
+    from KneeAlignmentLib.evaluation import find_cases
+
+    volume, node, points_px = _case(scene, "preop")
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", "Results")
+    logic = module.KneeAlignmentLogic()
+    alignment = logic.adoptLandmarks(volume, node, resultsTable=table)
+    logic.exportCsv(table, tmp_path / "results.csv")
+    with (tmp_path / "results.csv").open(newline="") as stream:
+        [row] = list(csv.DictReader(stream))
+    assert float(row["atfa_fts_deg"]) == pytest.approx(alignment.atfa_fts_deg, abs=5e-4)
+    logic.exportJson(node, tmp_path / "case.json")
+    document = json.loads((tmp_path / "case.json").read_text())
+    assert document["result"]["landmarks"] == "Landmarks" and document["inference"] is None
+    np.testing.assert_allclose(document["landmarks"]["points_px"], points_px, atol=1e-9)
+    saved = logic.saveTrainingCase(node, tmp_path / "dataset")
+    [case] = find_cases(tmp_path / "dataset")
+    loaded = case.load("preop")
+    np.testing.assert_allclose(loaded.points_px, points_px, atol=1e-9)
+    assert loaded.radiograph.spacing_mm == pytest.approx(SPACING) and saved.stem == "case-0001"
+
+
+def test_dicom_sr_export_of_an_unedited_model_result(module, scene, tmp_path, monkeypatch):
+    import pydicom
+
+    from dicom_factory import write_dx
+    from model_factory import save_models
+
+    monkeypatch.setattr(module.KneeAlignmentLogic, "modelsFolder",
+                        staticmethod(lambda: save_models(tmp_path / "models", kinds=("preop",))))
+    volume, own_points, _ = _case(scene, "preop")
+    source = write_dx(tmp_path / "knee.dcm", volume.array[0].astype(np.uint16), pixel_spacing=SPACING)
+    uid = str(pydicom.dcmread(source).SOPInstanceUID)
+
+    class Database:
+        def instanceValue(self, uid, tag):
+            return ""
+
+        def fileForInstance(self, instance):
+            assert instance == uid
+            return str(source)
+
+    logic = module.KneeAlignmentLogic()
+    monkeypatch.setattr(sys.modules["slicer"], "dicomDatabase", Database(), raising=False)
+    logic.adoptLandmarks(volume, own_points, side="Right")
+    assert "has none" in logic.dicomSrProblem(own_points)  # not a model result
+    node = logic.measure(volume, model="Pre-op", side="Right", device="CPU")
+    assert "loaded from the DICOM database" in logic.dicomSrProblem(node)
+    volume.SetAttribute("DICOM.instanceUIDs", uid)
+    assert logic.dicomSrProblem(node) == ""
+    sr = pydicom.dcmread(logic.exportDicomSr(node, tmp_path / "sr.dcm"))
+    original = pydicom.dcmread(source)
+    assert sr.Modality == "SR" and sr.StudyInstanceUID == original.StudyInstanceUID
+    assert sr.CurrentRequestedProcedureEvidenceSequence[0].StudyInstanceUID == original.StudyInstanceUID
+
+    node.SetNthControlPointPosition(0, *(node.positions_ras()[0] + [1.0, 0.0, 0.0]))  # a corrected landmark
+    with pytest.raises(ValueError, match="FLC00 were corrected"):
+        logic.exportDicomSr(node, tmp_path / "sr2.dcm")
+    assert not (tmp_path / "sr2.dcm").exists()
+
+
+def test_the_slicer_self_test_passes_against_the_stand_ins(module, tmp_path, monkeypatch):
+    """Runs KneeAlignmentTest (phantom ground truth, drag, manual mode) the way Slicer's test runner does."""
+    shown = []
+    monkeypatch.setattr(module.KneeAlignmentLogic, "modelsFolder", staticmethod(lambda: tmp_path / "no-models"))
+    monkeypatch.setattr(module.KneeAlignmentTest, "delayDisplay", lambda self, message, msec=None: shown.append(message))
+    with open(tmp_path / "log.txt", "w") as log:
+        result = unittest.TextTestRunner(stream=log, verbosity=2).run(module.KneeAlignmentTest("runTest"))
+    assert result.wasSuccessful(), "".join(error for _, error in result.errors + result.failures)
+    assert shown.count("Test passed") == 3
+    assert shown[-1].startswith("Model inference NOT tested: no global model")  # no models here: said, not hidden

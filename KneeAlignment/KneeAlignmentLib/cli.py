@@ -140,6 +140,45 @@ def _cmd_schema(args) -> int:
     return 0
 
 
+# --- synth --------------------------------------------------------------------------
+
+def _add_synth(sub):
+    p = sub.add_parser(
+        "synth", help="make synthetic knee radiographs with exact ground truth",
+        description="Render phantom AP knee radiographs: per case a DICOM DX file, a 16-bit PNG and the "
+                    "true landmarks (.mrk.json), plus manifest.csv with the true angles and the generator "
+                    "parameters. The same seed gives identical files.")
+    p.add_argument("--kind", choices=["preop", "postop"], required=True)
+    p.add_argument("--n", type=int, required=True, help="number of cases")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=(2000, 1600),
+                   help="image size in pixels (default 2000 1600)")
+    p.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
+    p.add_argument("--contact-sheet", action="store_true",
+                   help="also write contact_sheet.png and contact_sheet_landmarks.png of the first 16 cases")
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args) -> int:
+    from tqdm import tqdm
+
+    from .phantom import generate_dataset, render_case
+
+    with tqdm(total=args.n, unit="image", desc=f"synth {args.kind}") as bar:
+        manifest = generate_dataset(args.kind, args.n, args.seed, args.out, size=tuple(args.size),
+                                    workers=args.workers, progress=lambda done, total: bar.update(done - bar.n))
+    print(f"wrote {args.n} cases and {manifest}")
+    if args.contact_sheet:
+        from .overlay import draw_contact_sheet
+
+        cases = [render_case(args.kind, args.seed, i, tuple(args.size)) for i in range(min(16, args.n))]
+        images = [c.image for c in cases]
+        for name, points in (("contact_sheet.png", None), ("contact_sheet_landmarks.png", [c.landmarks_px for c in cases])):
+            print(f"wrote {draw_contact_sheet(images, points, args.kind, args.out / name)}")
+    return 0
+
+
 # --- demo ---------------------------------------------------------------------------
 
 def _add_demo(sub):
@@ -164,13 +203,25 @@ def _cmd_demo(args) -> int:
 
 def _add_measure(sub):
     p = sub.add_parser(
-        "measure", help="measure aTFA on radiographs with the trained models",
-        description="Find the landmarks on AP knee radiographs with the two-stage hourglass models and "
-                    "measure aTFA (FTS and FNTS). Results are named image-0001, image-0002, ... in the order "
-                    "of the IMAGE arguments; input file names (which often name patients) are recorded only "
-                    "with --keep-names.")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                   help="DICOM, PNG, JPEG, TIFF, NRRD or NIfTI files")
+        "measure", help="measure aTFA on radiographs (files, folders, whole cohorts) with the trained models",
+        description="Find the landmarks on AP knee radiographs with the two-stage hourglass models and measure "
+                    "aTFA (FTS and FNTS). Inputs are files and folders (searched recursively; non-image files "
+                    "are skipped with a reason). Each input gets a case id (case-<12 hex digits> from its "
+                    "relative path); input file names, which often name patients, are recorded only with "
+                    "--keep-names. With --out, each case's results go to files and a summary.csv gets one row "
+                    "per input; without, results are printed. Under torchrun the inputs are shared among the "
+                    "processes and rank 0 writes the merged summary. Exit status 1 when any input failed.")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                   help="DICOM, PNG, JPEG, TIFF, NRRD or NIfTI files, or folders of them")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="write <case>.json, <case>.mrk.json (Slicer markups), <case>.png (overlay) per input "
+                        "and summary.csv here, each file atomically")
+    p.add_argument("--resume", action="store_true",
+                   help="skip inputs whose results in --out are complete and current")
+    p.add_argument("--dicom-sr", action="store_true",
+                   help="for DICOM inputs also write <case>.sr.dcm (DICOM SR measurement report: aTFA and "
+                        "landmarks) and <case>.sc.dcm (the overlay as Secondary Capture) into the source's study; "
+                        "the only outputs carrying the source's patient identifiers")
     p.add_argument("--model", choices=["auto", "preop", "postop"], default="auto",
                    help="pre-op or post-op (implants) model (default: auto, decided per image)")
     p.add_argument("--models-dir", type=Path, metavar="DIR",
@@ -179,55 +230,136 @@ def _add_measure(sub):
     p.add_argument("--side", choices=["L", "R"],
                    help="knee side for images whose file does not state it (default: detected)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="where the networks run (default: CUDA when available)")
-    p.add_argument("--out", type=Path, metavar="DIR",
-                   help="write <case>.json, <case>.mrk.json (Slicer markups) and <case>.png "
-                        "(overlay) per image here")
+                   help="where the networks run (default: CUDA when available; cuda:LOCAL_RANK under torchrun)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per network batch (default: 4)")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="processes decoding images while the networks run (default: 2; 0: none)")
     p.add_argument("--keep-names", action="store_true",
                    help="record each input's file name in its results (off: names often identify patients)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: the results (without --out) or the run's counts (with --out)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_measure)
 
 
 def _cmd_measure(args) -> int:
-    import dataclasses
+    from .batch import SUMMARY_FILE, BatchOptions, discover_inputs, run_batch
+    from .measurement import format_measurement
+    from .pipeline import ModelSet
+    from .sharding import Shard
 
-    from .atomicio import write_atomic
-    from .imageio import read_radiograph
-    from .measurement import format_measurement, write_markups
-    from .overlay import draw_measurement
-    from .pipeline import ModelSet, measure
+    shard = Shard.from_env()
+    if args.out is None:
+        for flag, given in (("--resume", args.resume), ("--dicom-sr", args.dicom_sr), ("torchrun", shard.distributed)):
+            if given:
+                print(f"kneealign measure: error: {flag} needs --out", file=sys.stderr)
+                return 2
+    try:
+        options = BatchOptions(kind=args.model, side=args.side, batch_size=args.batch_size, workers=args.workers,
+                               keep_names=args.keep_names, dicom_results=args.dicom_sr, resume=args.resume,
+                               progress=not args.quiet and args.out is not None)
+        inputs = discover_inputs(args.inputs, exclude=[args.out] if args.out else [])
+    except ValueError as exc:
+        print(f"kneealign measure: error: {exc}", file=sys.stderr)
+        return 2
+    models = ModelSet.load(args.models_dir, device=shard.device(args.device))
+    printed = []
 
-    models = ModelSet.load(args.models_dir, device=args.device)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-    reports, failed = [], 0
-    for number, path in enumerate(args.images, start=1):
-        case = f"image-{number:04d}"
-        name = path.name if args.keep_names else None
-        try:
-            radiograph = read_radiograph(path)
-            result = measure(radiograph, models, kind=args.model, side=args.side)
-        except KneeAlignmentError as exc:
-            failed += 1
-            reports.append({"case_id": case, "input_name": name, "error": str(exc)})
-            if not args.json:
-                print(f"{case}: error: {exc}")
-            continue
-        result = dataclasses.replace(result, case_id=case, input_name=name)
-        if args.out:
-            write_atomic(args.out / f"{case}.json", result.to_json() + "\n")
-            if result.landmarks is not None:
-                write_markups(result, args.out, case)
-            draw_measurement(radiograph.pixels, result, args.out / f"{case}.png")
-        reports.append(result.to_dict())
-        if not args.json:
-            print(format_measurement(result))
-    if args.json:
-        _print_json(reports)
+    def report(record) -> None:
+        if args.out is not None:
+            return
+        if args.json:
+            printed.append(record.measurement.to_dict() if record.measurement is not None else
+                           {"case_id": record.case_id, "input_name": record.input_name, "status": record.status,
+                            "reason": record.reason})
+        elif record.measurement is not None:
+            print(format_measurement(record.measurement))
+        else:
+            print(f"{record.case_id}: {record.status}: {record.reason}")
+
+    try:
+        summary = run_batch(inputs, models, args.out, options, shard=shard, on_case=report)
+    except OSError as exc:  # the output folder or the summary cannot be written (cases report their own)
+        print(f"kneealign measure: error: cannot write to the output folder ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    if not shard.is_main:
+        return 0  # rank 0's summary and exit status speak for the whole batch
+    counts = summary.counts
+    if args.out is None:
+        if args.json:
+            _print_json(printed)
+        else:
+            print(NOT_CLINICAL)
+    elif args.json:
+        _print_json({"inputs": len(inputs), "counts": counts, "summary": str(args.out / SUMMARY_FILE),
+                     "images_per_s": round(summary.images_per_s, 3), "processes": shard.world})
     else:
+        rate = f"; {summary.images_per_s:.2f} images/s" + (" on rank 0" if shard.distributed else "")
+        print(f"{len(inputs)} inputs: {counts['ok']} ok, {counts['flagged']} flagged, {counts['error']} errors, "
+              f"{counts['skipped']} skipped ({counts['resumed']} done before){rate if summary.measured else ''}")
+        print(f"summary: {args.out / SUMMARY_FILE}")
         print(NOT_CLINICAL)
-    return 1 if failed else 0
+    return 1 if summary.failed else 0
+
+
+# --- evaluate -----------------------------------------------------------------------
+
+def _add_evaluate(sub):
+    p = sub.add_parser(
+        "evaluate", help="evaluate the models on annotated radiographs",
+        description="Measure every annotated radiograph of a dataset folder (images with <name>.mrk.json, "
+                    "or a phantom folder with manifest.csv) and compare with the annotation: landmark errors "
+                    "(px and mm; overall, per group, per landmark), aTFA agreement (mean absolute difference, "
+                    "Bland-Altman bias and limits, ICC(A,1) and ICC(C,1), failure rate), plots and a "
+                    "Markdown summary in REPORT_DIR.")
+    p.add_argument("--models-dir", "--models", dest="models_dir", type=Path, metavar="DIR",
+                   help="models folder with global/, local_preop/, local_postop/ bundles "
+                        "(default: $KNEEALIGN_MODELS, else the bundled Resources/Models)")
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="annotated dataset folder")
+    p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="where the report goes")
+    p.add_argument("--split", type=Path, metavar="SPLIT_JSON",
+                   help="a training run's split.json: evaluate only its --subset (default test)")
+    p.add_argument("--subset", choices=["train", "val", "test"], default="test",
+                   help="subset of --split to evaluate (default: test)")
+    p.add_argument("--failure-deg", type=float, default=3.0,
+                   help="an aTFA error above this counts as a failure (default: 3)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the networks run (default: CUDA when available)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per network batch (default: 4)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    import json as json_mod
+
+    from . import evaluation
+    from .pipeline import ModelSet
+
+    cases = evaluation.find_cases(args.data)
+    notes = [f"data: {args.data.name}"]
+    if args.split:
+        try:
+            wanted = set(json_mod.loads(args.split.read_text(encoding="utf-8"))[args.subset])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise evaluation.DatasetError(f"cannot read the {args.subset} list of {args.split} ({exc})") from exc
+        cases = [c for c in cases if c.case_id in wanted]
+        if len(cases) != len(wanted):
+            raise evaluation.DatasetError(f"{args.split}: {len(wanted) - len(cases)} {args.subset} cases are not "
+                                          f"in {args.data}")
+        notes.append(f"{args.subset} subset of {args.split.name}")
+    models = ModelSet.load(args.models_dir, device=args.device)
+    notes.append("models: " + ", ".join(f"{m.info.role} {m.info.model_id}"
+                                        for m in (models.global_model, *models.local_models.values())))
+    results = evaluation.evaluate((c.load() for c in cases), models, batch_size=args.batch_size)
+    summary = evaluation.write_report(results, args.out, failure_deg=args.failure_deg, notes=notes)
+    for method, a in summary["angles"].items():
+        mad = a.get("mean_abs_diff", float("nan"))
+        icc = a.get("icc_a1", float("nan"))
+        print(f"aTFA {method.upper():<4}: MAD {mad:.2f} deg, ICC(A,1) {icc:.3f}, "
+              f"failures {a['failures']}/{a['cases']}")
+    print(f"report: {args.out / 'report.md'}")
+    print(NOT_CLINICAL)
+    return 0
 
 
 # --- main ---------------------------------------------------------------------------
@@ -239,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "by the FTS and FNTS methods from femur, tibia and fibula landmarks. " + NOT_CLINICAL)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for add in (_add_demo, _add_angles, _add_info, _add_schema, _add_measure):
+    for add in (_add_demo, _add_angles, _add_info, _add_schema, _add_synth, _add_measure, _add_evaluate):
         add(sub)
     return parser
 

@@ -20,6 +20,11 @@ Axes (derived points from the schema's ``definitions``):
 - FNTS ("femoral notch, tibial spines"): femoral shaft centre (mean of the shaft centres)
   -> femoral notch point; tibial spine centre -> tibial shaft centre.
 
+Both axis pairs need only four "defining points": the femoral and tibial shaft centres,
+the femoral notch and the tibial spine centre. :func:`compute_alignment` derives them
+from a schema's landmarks; :func:`atfa_from_defining_points` takes them as placed by hand
+(the Slicer module's manual mode). Both run the same code, so they give the same angles.
+
 aTFA is the signed angle from the femoral to the tibial axis, both pointing distally:
 positive (valgus, knock-knee) when the distal tibia deviates laterally.
 
@@ -41,6 +46,7 @@ __all__ = [
     "NEUTRAL_TOLERANCE_DEG",
     "Alignment",
     "alignment_label",
+    "atfa_from_defining_points",
     "compute_alignment",
     "format_alignment",
     "infer_side",
@@ -63,6 +69,8 @@ class Alignment:
     Angles in degrees, lengths in px (image pixels) and mm (None without a spacing).
     Pre-op measures (aLDFA, MPTA, JLCA, joint space) are None for post-op landmarks,
     whose joint surfaces are implants; the component angles are None for pre-op ones.
+    From defining points alone (:func:`atfa_from_defining_points`) only the aTFA fields,
+    axes and shaft centres are set; every other measure is None.
 
     Attributes:
         side: 'L' or 'R'.
@@ -163,8 +171,7 @@ def compute_alignment(points_px: np.ndarray, schema: LandmarkSchema, side: str,
             zero-length axes), or a fibula lying medially for the given side.
     """
     points_px = _check_points(points_px, schema)
-    if not (isinstance(side, str) and side in SIDES):
-        raise GeometryError(f"side must be 'L' or 'R', got {side!r}")
+    _check_side(side)
     scale_xy = _check_spacing(spacing_mm)
     points_mm = points_px * scale_xy
     tol = _tolerance(points_mm)
@@ -173,8 +180,7 @@ def compute_alignment(points_px: np.ndarray, schema: LandmarkSchema, side: str,
     femur_mm = schema.derive(points_mm, "femoral_shaft_centres")
     tibia_mm = schema.derive(points_mm, "tibial_shaft_centres")
     knee_mm = _knee_centre(points_mm, schema)
-    femoral = _fit_axis(femur_mm, knee_mm, towards=True, what="femoral shaft centres", tol=tol)
-    tibial = _fit_axis(tibia_mm, knee_mm, towards=False, what="tibial shaft centres", tol=tol)
+    femoral, tibial = _fts_axes(femur_mm, tibia_mm, knee_mm, tol)
     d_f, d_t = femoral[1], tibial[1]
     lat_f, lat_t = _lateral(d_f, side), _lateral(d_t, side)
 
@@ -183,14 +189,9 @@ def compute_alignment(points_px: np.ndarray, schema: LandmarkSchema, side: str,
         raise GeometryError(f"side {side!r} contradicts the landmarks: the fibula, which is lateral, lies "
                             f"where it would for side {fibula_side!r} in the radiological display")
 
-    # FNTS: femoral shaft centre -> notch; tibial spine centre -> tibial shaft centre.
-    notch_mm = schema.derive(points_mm, "femoral_notch")
-    spine_mm = schema.derive(points_mm, "tibial_spine_centre")
-    d_f_fnts = _unit(notch_mm - femur_mm.mean(axis=0), "FNTS femoral axis (shaft centre to notch)", tol)
-    d_t_fnts = _unit(tibia_mm.mean(axis=0) - spine_mm, "FNTS tibial axis (spine centre to shaft centre)", tol)
-
-    atfa_fts = _signed_deg(d_t, d_f, lat_f)
-    atfa_fnts = _signed_deg(d_t_fnts, d_f_fnts, _lateral(d_f_fnts, side))
+    axes = _tibiofemoral_fields(femur_mm, tibia_mm, schema.derive(points_mm, "femoral_notch"),
+                                schema.derive(points_mm, "tibial_spine_centre"), femoral, tibial, side,
+                                scale_xy, tol)
 
     aldfa = mpta = jlca = jsw_lat_px = jsw_med_px = jsw_lat_mm = jsw_med_mm = alpha = beta = None
     if postop:
@@ -218,21 +219,54 @@ def compute_alignment(points_px: np.ndarray, schema: LandmarkSchema, side: str,
     return Alignment(
         side=side,
         spacing_known=spacing_mm is not None,
-        atfa_fts_deg=atfa_fts,
-        label_fts=alignment_label(atfa_fts),
-        atfa_fnts_deg=atfa_fnts,
-        label_fnts=alignment_label(atfa_fnts),
-        femoral_axis_fts_px=_frozen(_axis_ends(femoral) / scale_xy),
-        tibial_axis_fts_px=_frozen(_axis_ends(tibial) / scale_xy),
-        femoral_axis_fnts_px=_frozen(np.stack([femur_mm.mean(axis=0), notch_mm]) / scale_xy),
-        tibial_axis_fnts_px=_frozen(np.stack([spine_mm, tibia_mm.mean(axis=0)]) / scale_xy),
-        femoral_shaft_centres_px=_frozen(femur_mm / scale_xy),
-        tibial_shaft_centres_px=_frozen(tibia_mm / scale_xy),
+        **axes,
         aldfa_deg=aldfa, mpta_deg=mpta, jlca_deg=jlca,
         jsw_lateral_px=jsw_lat_px, jsw_medial_px=jsw_med_px,
         jsw_lateral_mm=jsw_lat_mm, jsw_medial_mm=jsw_med_mm,
         femoral_component_alpha_deg=alpha, tibial_component_beta_deg=beta,
     )
+
+
+def atfa_from_defining_points(femoral_shaft_centres_px, tibial_shaft_centres_px, femoral_notch_px,
+                              tibial_spine_centre_px, side: str,
+                              spacing_mm: tuple[float, float] | None = None) -> Alignment:
+    """aTFA by FTS and FNTS from the four defining points placed by hand (no schema landmarks).
+
+    The same axes and angles as :func:`compute_alignment` gives for landmarks whose
+    derived points these are. The knee centre, which only tells distal from proximal,
+    is taken midway between the notch and the spine centre. There is no fibula to check
+    the side against, so ``side`` is trusted.
+
+    Args:
+        femoral_shaft_centres_px: (M, 2) M >= 2 points on the femoral shaft's midline, px (x, y).
+        tibial_shaft_centres_px: (N, 2) N >= 2 points on the tibial shaft's midline, px.
+        femoral_notch_px: (2,) the apex of the intercondylar notch, px.
+        tibial_spine_centre_px: (2,) midway between the tibial spine tips, px.
+        side: 'R' or 'L'.
+        spacing_mm: (row_mm, col_mm), or None (pixels taken as square).
+
+    Returns:
+        Alignment with the aTFA fields, axes and shaft centres set; other measures None.
+
+    Raises:
+        GeometryError: fewer than 2 shaft centres of a bone, non-finite or malformed
+            points, bad side or spacing, coincident shaft centres, or zero-length axes.
+    """
+    femur_px = _point_array(femoral_shaft_centres_px, "femoral shaft centres", at_least=2)
+    tibia_px = _point_array(tibial_shaft_centres_px, "tibial shaft centres", at_least=2)
+    notch_px = _point_array([femoral_notch_px], "femoral notch", exactly=1)[0]
+    spine_px = _point_array([tibial_spine_centre_px], "tibial spine centre", exactly=1)[0]
+    _check_side(side)
+    scale_xy = _check_spacing(spacing_mm)
+    femur_mm, tibia_mm = femur_px * scale_xy, tibia_px * scale_xy
+    notch_mm, spine_mm = notch_px * scale_xy, spine_px * scale_xy
+    tol = _tolerance(np.vstack([femur_mm, tibia_mm, notch_mm, spine_mm]))
+    femoral, tibial = _fts_axes(femur_mm, tibia_mm, 0.5 * (notch_mm + spine_mm), tol)
+    axes = _tibiofemoral_fields(femur_mm, tibia_mm, notch_mm, spine_mm, femoral, tibial, side, scale_xy, tol)
+    return Alignment(side=side, spacing_known=spacing_mm is not None, **axes,
+                     aldfa_deg=None, mpta_deg=None, jlca_deg=None, jsw_lateral_px=None, jsw_medial_px=None,
+                     jsw_lateral_mm=None, jsw_medial_mm=None, femoral_component_alpha_deg=None,
+                     tibial_component_beta_deg=None)
 
 
 def infer_side(points_px: np.ndarray, schema: LandmarkSchema) -> str:
@@ -296,6 +330,28 @@ def _check_points(points_px, schema: LandmarkSchema) -> np.ndarray:
     return points
 
 
+def _point_array(points, what: str, *, at_least: int | None = None, exactly: int | None = None) -> np.ndarray:
+    """(M, 2) float64 finite points, or GeometryError naming ``what``."""
+    try:
+        array = np.array(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise GeometryError(f"the {what} must be numbers ((x, y) pixel coordinates)") from None
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise GeometryError(f"the {what} must be (x, y) points, got shape {array.shape}")
+    count = len(array)
+    if (at_least is not None and count < at_least) or (exactly is not None and count != exactly):
+        needed = f"at least {at_least}" if at_least is not None else f"exactly {exactly}"
+        raise GeometryError(f"{needed} {what} needed, got {count}")
+    if not np.isfinite(array).all():
+        raise GeometryError(f"the {what} must be finite; got NaN or inf")
+    return array
+
+
+def _check_side(side) -> None:
+    if not (isinstance(side, str) and side in SIDES):
+        raise GeometryError(f"side must be 'L' or 'R', got {side!r}")
+
+
 def _check_spacing(spacing_mm) -> np.ndarray:
     """(2,) factors (col_mm, row_mm) that turn (x, y) px into mm; ones when unknown."""
     if spacing_mm is None:
@@ -322,6 +378,40 @@ def _knee_centre(points: np.ndarray, schema: LandmarkSchema) -> np.ndarray:
     """(2,) the schema's 'knee_centre' reference point."""
     names = [p["name"] for p in schema.definitions["reference_points"]["points"]]
     return schema.reference_points(points)[names.index("knee_centre")]
+
+
+def _fts_axes(femur_mm: np.ndarray, tibia_mm: np.ndarray, knee_mm: np.ndarray, tol: float):
+    """FTS femoral and tibial axes (see :func:`_fit_axis`), both pointing distally."""
+    femoral = _fit_axis(femur_mm, knee_mm, towards=True, what="femoral shaft centres", tol=tol)
+    tibial = _fit_axis(tibia_mm, knee_mm, towards=False, what="tibial shaft centres", tol=tol)
+    return femoral, tibial
+
+
+def _tibiofemoral_fields(femur_mm: np.ndarray, tibia_mm: np.ndarray, notch_mm: np.ndarray, spine_mm: np.ndarray,
+                         femoral, tibial, side: str, scale_xy: np.ndarray, tol: float) -> dict:
+    """The aTFA, axis and shaft-centre fields of an Alignment, from the defining points in mm.
+
+    ``femoral``, ``tibial``: the FTS axes of :func:`_fts_axes`. The one home of the aTFA
+    arithmetic, for landmarks and for points placed by hand alike.
+    """
+    d_f, d_t = femoral[1], tibial[1]
+    # FNTS: femoral shaft centre -> notch; tibial spine centre -> tibial shaft centre.
+    d_f_fnts = _unit(notch_mm - femur_mm.mean(axis=0), "FNTS femoral axis (shaft centre to notch)", tol)
+    d_t_fnts = _unit(tibia_mm.mean(axis=0) - spine_mm, "FNTS tibial axis (spine centre to shaft centre)", tol)
+    atfa_fts = _signed_deg(d_t, d_f, _lateral(d_f, side))
+    atfa_fnts = _signed_deg(d_t_fnts, d_f_fnts, _lateral(d_f_fnts, side))
+    return dict(
+        atfa_fts_deg=atfa_fts,
+        label_fts=alignment_label(atfa_fts),
+        atfa_fnts_deg=atfa_fnts,
+        label_fnts=alignment_label(atfa_fnts),
+        femoral_axis_fts_px=_frozen(_axis_ends(femoral) / scale_xy),
+        tibial_axis_fts_px=_frozen(_axis_ends(tibial) / scale_xy),
+        femoral_axis_fnts_px=_frozen(np.stack([femur_mm.mean(axis=0), notch_mm]) / scale_xy),
+        tibial_axis_fnts_px=_frozen(np.stack([spine_mm, tibia_mm.mean(axis=0)]) / scale_xy),
+        femoral_shaft_centres_px=_frozen(femur_mm / scale_xy),
+        tibial_shaft_centres_px=_frozen(tibia_mm / scale_xy),
+    )
 
 
 def _fit_axis(centres: np.ndarray, knee: np.ndarray, towards: bool, what: str, tol: float):

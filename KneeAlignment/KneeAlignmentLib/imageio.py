@@ -51,7 +51,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -82,6 +82,7 @@ _DICOM_PHOTOMETRICS_COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR
 # What pydicom raises on a damaged file or pixel data it cannot decode.
 _DICOM_ERRORS = (
     InvalidDicomError,
+    BytesLengthException,
     OSError,
     EOFError,
     struct.error,
@@ -341,6 +342,20 @@ def _check_size(rows: int, columns: int, max_pixels: int) -> None:
 
 
 def _read_dicom(path: Path, max_pixels: int, *, has_preamble: bool) -> Radiograph:
+    # pydicom converts element values when first read, so a damaged element fails wherever
+    # it is first used; and pylibjpeg-rle's Rust decoder panics (a BaseException) on some
+    # damaged RLE data. Both are damaged files, reported as such.
+    try:
+        return _read_dicom_dataset(path, max_pixels, has_preamble=has_preamble)
+    except _DICOM_ERRORS as exc:
+        raise ImageReadError("DICOM file is damaged (an element or the pixel data cannot be read)") from exc
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise ImageReadError("DICOM pixel data cannot be decoded (damaged data crashed the decoder)") from exc
+
+
+def _read_dicom_dataset(path: Path, max_pixels: int, *, has_preamble: bool) -> Radiograph:
     try:
         ds = pydicom.dcmread(path, force=not has_preamble, defer_size=_DEFER_BYTES)
     except _DICOM_ERRORS as exc:

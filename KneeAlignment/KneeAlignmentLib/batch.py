@@ -1,0 +1,590 @@
+"""Cohort-scale measurement: many radiographs in, result files per case and one summary out.
+
+Inputs (:func:`discover_inputs`): files, and folders searched recursively (sorted, hidden
+folders and the output folder left out). A file named on the command line is always
+measured; a file found in a folder is skipped, with the reason in the summary, when it
+is not an image: a DICOMDIR, a non-image DICOM object (SR, presentation state, ...), a
+hidden file, or content that is no image format the reader knows (decided from the
+first bytes and the extension, not the extension alone).
+
+Case ids are "case-" + the first 12 hex digits of the SHA-256 of the input's key: its
+path relative to the folder it was found in, or its file name for a file argument
+(a second input with the same key gets "#2" appended to the key, and so on). They are
+stable across runs, resumes and shards, and never contain the file name, which often
+names the patient: input names are written only with ``keep_names``. (A hash of a
+name is a pseudonym, not anonymisation.)
+
+Outputs in the output folder, each written atomically (``atomicio``)::
+
+    <case>.json         Measurement JSON            (ok and flagged cases)
+    <case>.mrk.json     Slicer markups              (cases with landmarks)
+    <case>.png          overlay picture (the image's height, within OVERLAY_HEIGHT_PX)
+    <case>.sr.dcm       DICOM SR, TID 1500          (``dicom_results`` and DICOM input)
+    <case>.sc.dcm       overlay as DICOM Secondary Capture (same)
+    summary.csv         one row per input, in input order (rank 0 writes it)
+    .kneealign-done/<case>.json   completion marker: removed when a case starts, written
+                        after its last output; holds the case's summary row and a
+                        fingerprint (input size and modification time, models,
+                        software version, options)
+
+With ``resume`` a case whose marker matches the fingerprint and whose outputs all exist
+is not measured again; its row comes from the marker. Cases that ended in an error
+have no marker (and no outputs): a resumed run tries them again.
+
+Summary columns: ``measurement.csv_header()``; status is "ok", "flagged", "error"
+(the input could not be read or measured, or its results not written; ``reason``
+says why) or "skipped" (not an image). Errors never stop the batch.
+
+Decoding overlaps inference: a ``torch.utils.data.DataLoader`` with ``workers``
+processes reads the next images while the networks run on the current batch. Nothing
+per case is kept but its summary row, so memory stays flat over long runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gc
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from torch.utils.data import DataLoader, Dataset
+
+from . import __version__
+from .atomicio import write_atomic
+from .errors import KneeAlignmentError
+from .imageio import _MAGIC as _READER_MAGIC  # the reader's own table: one list of recognised formats
+from .imageio import DEFAULT_MAX_PIXELS, Radiograph, read_radiograph
+from .measurement import Measurement, csv_header, write_markups
+from .pipeline import ModelSet, measure_batch
+from .schema import KINDS
+from .sharding import Shard
+
+__all__ = [
+    "MARKER_DIR",
+    "SUMMARY_FILE",
+    "BatchOptions",
+    "BatchSummary",
+    "CaseRecord",
+    "InputFile",
+    "discover_inputs",
+    "read_summary",
+    "run_batch",
+]
+
+SUMMARY_FILE = "summary.csv"
+MARKER_DIR = ".kneealign-done"
+STATUSES = ("ok", "flagged", "error", "skipped")
+
+# Files in a folder with these name endings are images (or meant to be: a damaged one is an error, not skipped).
+_IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nrrd", ".nhdr",
+                   ".nii", ".nii.gz")
+_MAGIC = tuple(magic for magic, _, _ in _READER_MAGIC)
+# DICOM objects that carry no image to measure.
+_NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "SEG", "REG", "RWV", "DOC", "PLAN", "FID", "RTSTRUCT",
+                                   "RTPLAN", "RTDOSE", "RTRECORD", "AU", "ECG", "HD"})
+_MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+# What a case may write, besides its marker.
+_OUTPUT_SUFFIXES = (".json", ".mrk.json", ".png", ".sr.dcm", ".sc.dcm")
+# Overlay height: the image's own, within these bounds (no upscaling of small images past the lower one).
+OVERLAY_HEIGHT_PX = (400, 1400)
+# Overlay figures are reference cycles holding their canvases; Python's full collections are
+# rare, so the batch collects every this many cases to keep memory flat.
+_COLLECT_EVERY = 16
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input of a batch.
+
+    Attributes:
+        case_id: "case-" + 12 hex digits (see the module docstring).
+        path: the file.
+        key: what the case id is derived from (relative path or file name); kept in
+            memory only, never written.
+        skip_reason: why the file is not an image, or None to measure it.
+    """
+
+    case_id: str
+    path: Path
+    key: str
+    skip_reason: str | None = None
+
+
+def _case_id(key: str) -> str:
+    return "case-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+
+def discover_inputs(paths: Iterable[str | os.PathLike[str]], *,
+                    exclude: Iterable[str | os.PathLike[str]] = ()) -> list[InputFile]:
+    """The inputs named by ``paths``, in order (see the module docstring).
+
+    Args:
+        paths: files and folders. A path that does not exist is kept as an input (its
+            reading fails and is reported as that case's error).
+        exclude: folders not to search (the output folder).
+
+    A file reached twice (named twice, or inside two named folders) is measured once.
+    """
+    excluded = {Path(p).resolve() for p in exclude}
+    found: list[tuple[Path, str, str | None]] = []  # (path, key, skip reason)
+    for argument in map(Path, paths):
+        if argument.is_dir():
+            if argument.resolve() in excluded:
+                raise ValueError(f"{argument} is the output folder; write the results elsewhere (e.g. a subfolder)")
+            for path in _walk(argument, excluded):
+                found.append((path, path.relative_to(argument).as_posix(), _skip_reason(path)))
+        else:
+            found.append((argument, argument.name, None))
+    inputs, seen_paths, key_counts = [], set(), Counter()
+    for path, key, reason in found:
+        resolved = path.resolve()
+        if resolved in seen_paths:
+            continue
+        seen_paths.add(resolved)
+        key_counts[key] += 1
+        if key_counts[key] > 1:
+            key = f"{key}#{key_counts[key]}"
+        inputs.append(InputFile(_case_id(key), path, key, reason))
+    return inputs
+
+
+def _walk(root: Path, excluded: set[Path]) -> Iterable[Path]:
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in excluded)
+        for name in sorted(files):
+            yield here / name
+
+
+def _skip_reason(path: Path) -> str | None:
+    """Why a file found in a folder is not an image; None when it is (or may be) one."""
+    name = path.name
+    if name.upper() == "DICOMDIR":
+        return "DICOMDIR (a DICOM media index, not an image)"
+    if name.startswith("."):
+        return "hidden file"
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(132)
+    except OSError:
+        return None  # the reader reports it as this case's error
+    if head[128:132] == b"DICM":
+        return _dicom_skip_reason(path)
+    if name.lower().endswith(_IMAGE_SUFFIXES) or head.startswith(_MAGIC):
+        return None
+    # A DICOM dataset without preamble starts with a group 0x0002 or 0x0008 tag (little endian).
+    if head[:2] in (b"\x02\x00", b"\x08\x00") and len(head) >= 8:
+        return None
+    return "not an image file (unrecognised content)"
+
+
+def _dicom_skip_reason(path: Path) -> str | None:
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
+        modality, sop_class = str(ds.get("Modality", "")).upper(), str(ds.get("SOPClassUID", ""))
+    except Exception:  # noqa: BLE001 - a damaged file is left to the reader, which reports it as the case's error
+        return None
+    if sop_class == _MEDIA_STORAGE_DIRECTORY:
+        return "DICOMDIR (a DICOM media index, not an image)"
+    if modality in _NON_IMAGE_MODALITIES:
+        return f"DICOM {modality} object, not an image"
+    return None
+
+
+# --- reading in data-loader workers ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Read:
+    """What a worker hands over for one input: the image, or why there is none."""
+
+    index: int
+    radiograph: Radiograph | None
+    error: str | None
+
+
+class _ReadDataset(Dataset):
+    """Input i -> ``_Read``; runs in DataLoader workers, so the main process only measures."""
+
+    def __init__(self, inputs: Sequence[InputFile], max_pixels: int) -> None:
+        self.inputs, self.max_pixels = list(inputs), max_pixels
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> _Read:
+        try:
+            radiograph, error = read_radiograph(self.inputs[index].path, max_pixels=self.max_pixels), None
+        except KneeAlignmentError as exc:
+            radiograph, error = None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - one broken file must not stop the batch (reader bug)
+            radiograph, error = None, f"unexpected {type(exc).__name__} while reading (please report)"
+        return _Read(index, radiograph, error)
+
+
+def _as_list(batch: list[_Read]) -> list[_Read]:
+    """DataLoader collate function: a batch stays a list (images differ in size)."""
+    return batch
+
+
+# --- options, records, summary -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a batch runs.
+
+    Attributes:
+        kind, side: as ``pipeline.measure_batch`` takes them.
+        batch_size: images per network batch (>= 1).
+        workers: DataLoader processes decoding images (0: decode in the main process).
+        keep_names: record input file names in results and the summary.
+        dicom_results: write ``<case>.sr.dcm`` and ``<case>.sc.dcm`` for DICOM inputs.
+        resume: skip cases whose completion marker matches (see the module docstring).
+        progress: show a progress bar (rate, ETA) on stderr.
+        max_pixels: larger images are refused before decoding.
+    """
+
+    kind: str = "auto"
+    side: str | None = None
+    batch_size: int = 4
+    workers: int = 2
+    keep_names: bool = False
+    dicom_results: bool = False
+    resume: bool = False
+    progress: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("auto", *KINDS):
+            raise ValueError(f"kind must be 'auto', 'preop' or 'postop', got {self.kind!r}")
+        if self.side not in (None, "L", "R"):
+            raise ValueError(f"side must be 'L', 'R' or None, got {self.side!r}")
+        for name, low in (("batch_size", 1), ("workers", 0), ("max_pixels", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """The outcome of one input.
+
+    Attributes:
+        case_id, input_name (None unless ``keep_names``), status (see STATUSES), reason.
+        row: its summary row (strings, ``measurement.csv_header()`` order).
+        measurement: the result when measured in this run (None for errors, skips and
+            resumed cases); callbacks may use it, the batch does not keep it.
+        resumed: True when taken from a completion marker.
+    """
+
+    case_id: str
+    input_name: str | None
+    status: str
+    reason: str
+    row: tuple[str, ...]
+    measurement: Measurement | None = None
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """A finished batch. On rank 0 of a sharded run, ``rows`` and ``counts`` cover every shard.
+
+    Attributes:
+        rows: summary rows in input order (this shard's only, on ranks other than 0).
+        counts: cases per status, plus "resumed".
+        elapsed_s: wall time of this process's shard; measured: cases measured in this run by this process.
+    """
+
+    rows: tuple[tuple[str, ...], ...]
+    counts: dict[str, int]
+    elapsed_s: float
+    measured: int
+
+    @property
+    def failed(self) -> bool:
+        """Whether any input ended in an error."""
+        return self.counts.get("error", 0) > 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.measured / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+_STATUS_COLUMN = csv_header().index("status")
+
+
+def _row(case_id: str, input_name: str | None, status: str, reason: str) -> tuple[str, ...]:
+    values = dict(case_id=case_id, input_name=input_name or "", status=status, reason=reason,
+                  software_version=__version__)
+    return tuple(values.get(column, "") for column in csv_header())
+
+
+def _summary_text(rows: Iterable[Sequence[str]]) -> str:
+    stream = io.StringIO()
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(csv_header())
+    writer.writerows(rows)
+    return stream.getvalue()
+
+
+def read_summary(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The rows of a summary CSV as dicts keyed by column name."""
+    with open(path, newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream))
+
+
+# --- completion markers ---------------------------------------------------------------------
+
+def _fingerprint(item: InputFile, models: ModelSet, options: BatchOptions) -> dict:
+    try:
+        stat = item.path.stat()
+        source = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    except OSError:
+        source = None
+    used = [models.global_model.info.model_id, *(models.local(k).info.model_id for k in models.kinds)]
+    return {"case_id": item.case_id, "source": source, "software_version": __version__, "models": used,
+            "kind": options.kind, "side": options.side, "keep_names": options.keep_names,
+            "dicom_results": options.dicom_results}
+
+
+def _resumed(item: InputFile, out_dir: Path, fingerprint: dict) -> CaseRecord | None:
+    """The record in a matching marker whose outputs all exist, else None."""
+    try:
+        marker = json.loads((out_dir / MARKER_DIR / f"{item.case_id}.json").read_text(encoding="utf-8"))
+        row, outputs = tuple(marker["row"]), marker["outputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if marker.get("fingerprint") != fingerprint or fingerprint["source"] is None or len(row) != len(csv_header()):
+        return None
+    if not all(isinstance(name, str) and (out_dir / name).is_file() for name in outputs):
+        return None
+    names = dict(zip(csv_header(), row))
+    return CaseRecord(item.case_id, names["input_name"] or None, names["status"], names["reason"], row, None, True)
+
+
+# --- writing one case ---------------------------------------------------------------------------
+
+def _write_case(item: InputFile, radiograph: Radiograph, result: Measurement, out_dir: Path,
+                options: BatchOptions, fingerprint: dict) -> None:
+    """Write a case's outputs, then its marker; on failure remove what was written and raise."""
+    from .overlay import draw_measurement
+
+    case = item.case_id
+    written: list[Path] = []
+    try:
+        written.append(write_atomic(out_dir / f"{case}.json", result.to_json() + "\n"))
+        if result.landmarks is not None:
+            written.append(write_markups(result, out_dir, case))
+        low, high = OVERLAY_HEIGHT_PX
+        height = min(high, max(low, radiograph.shape[0]))
+        written.append(draw_measurement(radiograph.pixels, result, out_dir / f"{case}.png", height_px=height))
+        if options.dicom_results and radiograph.source_format == "DICOM":
+            written += _write_dicom_results(item, result, out_dir / f"{case}.png", out_dir)
+        marker = {"fingerprint": fingerprint, "row": list(result.to_csv_row()),
+                  "outputs": [path.name for path in written]}
+        write_atomic(out_dir / MARKER_DIR / f"{case}.json", json.dumps(marker, indent=1) + "\n")
+    except BaseException:
+        for path in written:
+            with suppress(OSError):
+                path.unlink()
+        raise
+
+
+def _write_dicom_results(item: InputFile, result: Measurement, overlay_png: Path, out_dir: Path) -> list[Path]:
+    from PIL import Image
+
+    from .dicomwrite import source_reference, write_measurement_sr, write_overlay_sc
+
+    source = source_reference(item.path)
+    sr = write_measurement_sr(out_dir / f"{item.case_id}.sr.dcm", result, source)
+    with Image.open(overlay_png) as picture:
+        rgb = np.asarray(picture.convert("RGB"))
+    return [sr, write_overlay_sc(out_dir / f"{item.case_id}.sc.dcm", rgb, result, source)]
+
+
+def _forget(case: str, out_dir: Path) -> None:
+    """Before (re)measuring a case: drop its marker, earlier outputs and temporaries an interrupted run left."""
+    paths = [out_dir / MARKER_DIR / f"{case}.json", *(out_dir / f"{case}{suffix}" for suffix in _OUTPUT_SUFFIXES)]
+    for folder in (out_dir, out_dir / MARKER_DIR):
+        paths += folder.glob(f".{case}.*")
+    for path in paths:
+        with suppress(OSError):
+            path.unlink(missing_ok=True)
+
+
+def _write_error(exc: Exception) -> str:
+    if isinstance(exc, OSError):  # no path: the folder may name a patient
+        return f"cannot write the results ({exc.strerror or type(exc).__name__})"
+    if isinstance(exc, KneeAlignmentError):
+        return f"cannot write the results: {exc}"
+    return f"unexpected {type(exc).__name__} while writing the results (please report)"
+
+
+# --- the batch -------------------------------------------------------------------------------------
+
+def run_batch(inputs: Sequence[InputFile], models: ModelSet, out_dir: str | os.PathLike[str] | None = None,
+              options: BatchOptions = BatchOptions(), *, shard: Shard = Shard(),
+              on_case: Callable[[CaseRecord], None] | None = None) -> BatchSummary:
+    """Measure ``inputs`` (this shard's share), write outputs to ``out_dir`` and the summary.
+
+    Args:
+        inputs: from :func:`discover_inputs` (every rank passes the same list).
+        models: the model set (on this rank's device).
+        out_dir: output folder (created); None writes nothing (``on_case`` sees results).
+        options: see :class:`BatchOptions`.
+        shard: this process's rank among those sharing the batch (``Shard.from_env()``
+            under torchrun); rank 0 gathers all rows and writes ``summary.csv``.
+        on_case: called with each case's record as it finishes: skipped and resumed cases
+            first, then the measured ones in input order.
+
+    Returns the summary; on rank 0 it covers all shards. Every failure of an input (reading,
+    measuring, writing its results) becomes its "error" row.
+
+    Raises:
+        ValueError: bad arguments, or ranks that found different inputs.
+        BundleError: ``options.kind`` names a schema the models lack.
+        OSError: the output folder or the summary cannot be written.
+    """
+    out = None if out_dir is None else Path(out_dir)
+    if options.resume and out is None:
+        raise ValueError("resume needs an output folder")
+    if shard.distributed and out is None:
+        raise ValueError("a sharded run needs an output folder: every rank writes its cases there")
+    if options.kind != "auto":
+        models.local(options.kind)  # BundleError now rather than for every image
+    if out is not None:
+        (out / MARKER_DIR).mkdir(parents=True, exist_ok=True)
+    made_group = shard.join()
+    try:
+        shard.check_same_inputs([item.case_id for item in inputs])
+        mine = shard.select(list(enumerate(inputs)))
+        start = time.perf_counter()
+        records = _run_shard(mine, models, out, options, shard, on_case)
+        elapsed = time.perf_counter() - start
+        gathered = shard.gather(records)
+    finally:
+        shard.leave(made_group)
+    measured = sum(1 for _, record in records if record.status in ("ok", "flagged") and not record.resumed)
+    if gathered is None:
+        rows = tuple(record.row for _, record in records)
+        return BatchSummary(rows, _counts(record for _, record in records), elapsed, measured)
+    everything = sorted((pair for part in gathered for pair in part), key=lambda pair: pair[0])
+    rows = tuple(record.row for _, record in everything)
+    if out is not None:
+        write_atomic(out / SUMMARY_FILE, _summary_text(rows))
+    return BatchSummary(rows, _counts(record for _, record in everything), elapsed, measured)
+
+
+def _counts(records: Iterable[CaseRecord]) -> dict[str, int]:
+    counts = dict.fromkeys((*STATUSES, "resumed"), 0)
+    for record in records:
+        counts[record.status] += 1
+        counts["resumed"] += record.resumed
+    return counts
+
+
+def _run_shard(mine: list[tuple[int, InputFile]], models: ModelSet, out: Path | None, options: BatchOptions,
+               shard: Shard, on_case: Callable[[CaseRecord], None] | None) -> list[tuple[int, CaseRecord]]:
+    """Measure this rank's inputs; returns (input position, record) pairs of light records (no measurement)."""
+    from tqdm import tqdm
+
+    records: list[tuple[int, CaseRecord]] = []
+    progress = tqdm(total=len(mine), unit="image", disable=not options.progress or not shard.is_main,
+                    file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+                    desc=f"measuring ({shard.world} processes)" if shard.distributed else "measuring")
+    tally = Counter()
+
+    def finish(position: int, record: CaseRecord) -> None:
+        if on_case is not None:
+            on_case(record)
+        records.append((position, dataclasses.replace(record, measurement=None)))
+        if len(records) % _COLLECT_EVERY == 0:
+            gc.collect()
+        tally[record.status] += 1
+        progress.set_postfix({status: tally[status] for status in STATUSES if tally[status]}, refresh=False)
+        progress.update()
+
+    todo: list[tuple[int, InputFile, dict | None]] = []
+    for position, item in mine:
+        name = item.path.name if options.keep_names else None
+        if item.skip_reason is not None:
+            finish(position, CaseRecord(item.case_id, name, "skipped", item.skip_reason,
+                                        _row(item.case_id, name, "skipped", item.skip_reason)))
+            continue
+        fingerprint = _fingerprint(item, models, options) if out is not None else None
+        done = _resumed(item, out, fingerprint) if options.resume else None
+        if done is not None:
+            finish(position, done)
+        else:
+            todo.append((position, item, fingerprint))
+
+    loader = DataLoader(_ReadDataset([item for _, item, _ in todo], options.max_pixels),
+                        batch_size=options.batch_size, num_workers=options.workers, collate_fn=_as_list,
+                        prefetch_factor=2 if options.workers else None)
+    try:
+        for batch in loader:
+            readable = [read for read in batch if read.radiograph is not None]
+            results = _measure(readable, models, options)
+            for read in batch:
+                position, item, fingerprint = todo[read.index]
+                outcome = results.get(read.index, read.error)
+                finish(position, _finish_case(item, read, outcome, out, options, fingerprint))
+    finally:
+        progress.close()
+    return records
+
+
+def _measure(reads: list[_Read], models: ModelSet, options: BatchOptions) -> dict[int, Measurement | str]:
+    """Results by input index: the batch at once, or image by image when the batch fails."""
+    if not reads:
+        return {}
+    images = [read.radiograph for read in reads]
+    try:
+        results = measure_batch(images, models, kind=options.kind, side=options.side, batch_size=options.batch_size)
+        return {read.index: result for read, result in zip(reads, results)}
+    except Exception:  # noqa: BLE001 - find the image that broke the batch; the others still count
+        pass
+    outcomes: dict[int, Measurement | str] = {}
+    for read, image in zip(reads, images):
+        try:
+            outcomes[read.index] = measure_batch([image], models, kind=options.kind, side=options.side,
+                                                 batch_size=1)[0]
+        except KneeAlignmentError as exc:
+            outcomes[read.index] = f"cannot be measured: {exc}"
+        except Exception as exc:  # noqa: BLE001 - one image must not stop the batch
+            outcomes[read.index] = f"unexpected {type(exc).__name__} while measuring (please report)"
+    return outcomes
+
+
+def _finish_case(item: InputFile, read: _Read, outcome: Measurement | str | None, out: Path | None,
+                 options: BatchOptions, fingerprint: dict | None) -> CaseRecord:
+    name = item.path.name if options.keep_names else None
+    if not isinstance(outcome, Measurement):
+        reason = outcome or "the image could not be read"
+        if out is not None:
+            _forget(item.case_id, out)
+        return CaseRecord(item.case_id, name, "error", reason, _row(item.case_id, name, "error", reason))
+    result = dataclasses.replace(outcome, case_id=item.case_id, input_name=name)
+    if out is not None:
+        _forget(item.case_id, out)
+        try:
+            _write_case(item, read.radiograph, result, out, options, fingerprint)
+        except Exception as exc:  # noqa: BLE001 - a full disk or an odd source header fails this case only
+            reason = _write_error(exc)
+            return CaseRecord(item.case_id, name, "error", reason, _row(item.case_id, name, "error", reason))
+    row = tuple(result.to_csv_row())
+    return CaseRecord(item.case_id, name, row[_STATUS_COLUMN], result.reason, row, result)

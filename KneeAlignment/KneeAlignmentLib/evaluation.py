@@ -1,0 +1,635 @@
+"""Evaluation against annotated radiographs: datasets, agreement metrics, and the report.
+
+Three parts:
+
+1. Annotated datasets (shared with training): a folder of radiographs (DICOM, PNG,
+   ...) with one Slicer markups file ``<stem>.mrk.json`` per image, or a folder with a
+   ``manifest.csv`` (the phantom's output), found by :func:`find_cases` and read and
+   checked by :meth:`AnnotatedCase.load`.
+2. Metrics (pure numpy, unit-tested with known answers): point-to-point errors,
+   Bland-Altman agreement, ICC(A,1) and ICC(C,1), failure rates.
+3. :func:`evaluate` runs ``pipeline.measure_batch`` on every case and
+   :func:`write_report` writes the per-case CSV, per-landmark and per-group tables,
+   plots (Bland-Altman, scatter, point-error CDF) and a Markdown summary.
+
+Shapes: K landmarks; points (K, 2) as (x, y); ``*_px`` image pixels, ``*_mm``
+millimetres via ``spacing_mm`` = (row_mm, col_mm). Angles in degrees.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import KneeAlignmentError, MarkupsError
+from .geometry import compute_alignment, infer_side
+from .imageio import Radiograph, read_radiograph
+from .markups import ImagePlane, read_landmarks, read_markups
+from .schema import KINDS, LandmarkSchema, kind_for_labels, load_schema
+
+__all__ = [
+    "DatasetError",
+    "AnnotatedCase",
+    "AnnotatedImage",
+    "CaseResult",
+    "find_cases",
+    "point_errors",
+    "error_summary",
+    "bland_altman",
+    "icc",
+    "agreement",
+    "evaluate",
+    "summarize",
+    "write_report",
+]
+
+MANIFEST = "manifest.csv"
+MARKUPS_SUFFIX = ".mrk.json"
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nrrd", ".nii.gz", ".nii")
+# manifest.csv: the first column present of each list is used (the phantom writes id,
+# dicom, png; DICOM first because it carries the pixel spacing and the laterality).
+_ID_COLUMNS = ("case_id", "id")
+_IMAGE_COLUMNS = ("image", "dicom", "png")
+FAILURE_DEG = 3.0  # an aTFA further than this from the truth counts as a failure
+METHODS = ("fts", "fnts")
+
+
+class DatasetError(KneeAlignmentError):
+    """A dataset folder that cannot be used: no cases, unpaired or ambiguous files, bad manifest."""
+
+
+# --- 1. annotated datasets ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class AnnotatedImage:
+    """One radiograph with its ground-truth landmarks.
+
+    Attributes:
+        case_id: the case's name (file stem or manifest id; groups images in splits).
+        radiograph: the image.
+        points_px: (K, 2) float64 landmarks of ``schema`` in image px.
+        schema: the landmark schema the annotation follows.
+        side: "L" or "R"; side_source: "manifest", the image's own source (e.g.
+            "ImageLaterality") or "anatomy" (the fibula is lateral).
+    """
+
+    case_id: str
+    radiograph: Radiograph
+    points_px: np.ndarray
+    schema: LandmarkSchema
+    side: str
+    side_source: str
+
+
+@dataclass(frozen=True)
+class AnnotatedCase:
+    """Where one annotated image lives; :meth:`load` reads and checks it.
+
+    ``kind`` and ``side`` are known when a manifest states them (else None: the kind
+    follows from the point labels, the side from the image or the anatomy).
+    """
+
+    case_id: str
+    image_path: Path
+    markups_path: Path
+    kind: str | None = None
+    side: str | None = None
+
+    def load(self, kind: str | None = None) -> AnnotatedImage:
+        """Read the image and its landmarks and check them.
+
+        Args:
+            kind: "preop"/"postop" to require that schema; None accepts either.
+
+        Raises:
+            ImageReadError: the image cannot be read.
+            MarkupsError: the annotation cannot be read, has missing, unknown or
+                duplicated landmarks, another point count than the schema, or points
+                outside the image (the message names the file).
+        """
+        radiograph = read_radiograph(self.image_path)
+        name = self.markups_path.name
+        found = self.kind or _kind_of(self.markups_path)
+        if kind is not None and found != kind:
+            raise MarkupsError(f"{name}: the annotation follows the {found} schema ({len(load_schema(found))} "
+                               f"points), the {kind} schema ({len(load_schema(kind))} points) was expected")
+        schema = load_schema(found)
+        plane = ImagePlane.identity(radiograph.spacing_mm or (1.0, 1.0))
+        points = read_landmarks(self.markups_path, schema.names, plane)
+        h, w = radiograph.shape
+        outside = (points[:, 0] < -0.5) | (points[:, 0] > w - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > h - 0.5)
+        if outside.any():
+            names = [schema.names[i] for i in np.flatnonzero(outside)]
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            raise MarkupsError(f"{name}: {len(names)} landmarks lie outside the {w}x{h} image "
+                               f"{self.image_path.name}: {shown}")
+        if self.side is not None:
+            side, source = self.side, "manifest"
+        elif radiograph.side is not None:
+            side, source = radiograph.side, radiograph.side_source
+        else:
+            side, source = infer_side(points, schema), "anatomy"
+        return AnnotatedImage(self.case_id, radiograph, points, schema, side, source)
+
+
+def _kind_of(path: Path) -> str:
+    """The schema an annotation file follows, from its point labels (implant points: post-op)."""
+    return kind_for_labels([label for node in read_markups(path) if node.type == "Fiducial" for label in node.labels])
+
+
+def find_cases(folder: str | Path) -> list[AnnotatedCase]:
+    """The annotated cases of a dataset folder, sorted by case id.
+
+    With a ``manifest.csv`` the manifest decides: one row per case with its id
+    (column ``case_id`` or ``id``), image (``image``, else ``dicom``, else ``png``),
+    ``markups``, and optionally ``kind`` and ``side``; paths relative to the folder
+    (the phantom's ``generate_dataset`` writes such a manifest). Otherwise
+    every ``<stem>.mrk.json`` (in the folder or below) is paired with the one image named
+    ``<stem>`` plus an image suffix (.dcm, .png, ...) or ``<stem>`` itself (DICOM without a
+    suffix), and the case id is the stem's path relative to the folder.
+
+    Raises:
+        DatasetError: no folder, no cases, an annotation without an image or with
+            several, an image without an annotation, or a malformed manifest.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} not found")
+    if (root / MANIFEST).is_file():
+        cases = _read_manifest(root)
+    else:
+        cases = _pair_files(root)
+    if not cases:
+        raise DatasetError(f"{root}: no annotated images (expected <name>.mrk.json beside each image, "
+                           f"or a {MANIFEST})")
+    return sorted(cases, key=lambda c: c.case_id)
+
+
+def _image_stem(path: Path) -> str | None:
+    """The stem an image file pairs by, or None when the file is not an image candidate."""
+    name = path.name
+    lower = name.lower()
+    if name.startswith(".") or lower.endswith((MARKUPS_SUFFIX, ".json", ".csv", ".md", ".txt", ".yaml", ".yml")):
+        return None
+    for suffix in IMAGE_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name if "." not in name else None  # DICOM files often have no suffix
+
+
+def _pair_files(root: Path) -> list[AnnotatedCase]:
+    images: dict[Path, list[Path]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stem = _image_stem(path)
+        if stem is not None:
+            images.setdefault(path.parent / stem, []).append(path)
+    cases, problems = [], []
+    annotated = set()
+    for mrk in sorted(root.rglob(f"*{MARKUPS_SUFFIX}")):
+        key = mrk.parent / mrk.name[: -len(MARKUPS_SUFFIX)]
+        annotated.add(key)
+        found = images.get(key, [])
+        if len(found) != 1:
+            what = "no image" if not found else f"several images ({', '.join(p.name for p in found)})"
+            problems.append(f"{mrk.relative_to(root)} has {what}")
+            continue
+        cases.append(AnnotatedCase(key.relative_to(root).as_posix(), found[0], mrk))
+    problems += [f"{paths[0].relative_to(root)} has no {MARKUPS_SUFFIX} annotation"
+                 for key, paths in images.items() if key not in annotated]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise DatasetError(f"{root}: every image needs exactly one annotation <name>{MARKUPS_SUFFIX}: {shown}")
+    return cases
+
+
+def _read_manifest(root: Path) -> list[AnnotatedCase]:
+    path = root / MANIFEST
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            rows = list(csv.DictReader(stream))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path}: cannot read ({exc})") from exc
+    columns = set(rows[0]) if rows else set()
+    id_column = next((c for c in _ID_COLUMNS if c in columns), None)
+    image_column = next((c for c in _IMAGE_COLUMNS if c in columns), None)
+    if id_column is None or image_column is None or "markups" not in columns:
+        raise DatasetError(f"{path}: needs at least one row and columns for the case id ({' or '.join(_ID_COLUMNS)}), "
+                           f"the image ({' or '.join(_IMAGE_COLUMNS)}) and 'markups'")
+    cases, seen = [], set()
+    for line, row in enumerate(rows, start=2):
+        case_id, kind, side = row[id_column].strip(), (row.get("kind") or "").strip(), (row.get("side") or "").strip()
+        if not case_id or case_id in seen:
+            raise DatasetError(f"{path}, line {line}: empty or repeated case id {case_id!r}")
+        if kind not in ("", *KINDS) or side not in ("", "L", "R"):
+            raise DatasetError(f"{path}, line {line}: kind must be one of {KINDS} and side L or R")
+        image, mrk = root / row[image_column].strip(), root / row["markups"].strip()
+        for file in (image, mrk):
+            if not file.is_file():
+                raise DatasetError(f"{path}, line {line}: {file.relative_to(root)} not found")
+        seen.add(case_id)
+        cases.append(AnnotatedCase(case_id, image, mrk, kind or None, side or None))
+    return cases
+
+
+# --- 2. metrics (pure numpy) ----------------------------------------------------------------
+
+
+def point_errors(pred_px, truth_px, spacing_mm: tuple[float, float] | None = None):
+    """Point-to-point distances.
+
+    Args:
+        pred_px, truth_px: (..., K, 2) image px.
+        spacing_mm: (row_mm, col_mm), or None.
+
+    Returns:
+        (error_px, error_mm): (..., K) float64 each; error_mm is None without a spacing.
+    """
+    diff = np.asarray(pred_px, dtype=np.float64) - np.asarray(truth_px, dtype=np.float64)
+    if diff.shape[-1] != 2:
+        raise ValueError(f"points must be (..., 2) as (x, y), got {diff.shape}")
+    error_px = np.hypot(diff[..., 0], diff[..., 1])
+    if spacing_mm is None:
+        return error_px, None
+    row_mm, col_mm = spacing_mm
+    return error_px, np.hypot(diff[..., 0] * col_mm, diff[..., 1] * row_mm)
+
+
+def error_summary(errors) -> dict[str, float]:
+    """n, mean, sd (ddof 1), median, p95 and max of non-negative errors (NaN entries ignored)."""
+    e = np.asarray(errors, dtype=np.float64).ravel()
+    e = e[np.isfinite(e)]
+    if e.size == 0:
+        return {"n": 0, "mean": math.nan, "sd": math.nan, "median": math.nan, "p95": math.nan, "max": math.nan}
+    return {"n": int(e.size), "mean": float(e.mean()), "sd": float(e.std(ddof=1)) if e.size > 1 else math.nan,
+            "median": float(np.median(e)), "p95": float(np.percentile(e, 95)), "max": float(e.max())}
+
+
+def bland_altman(measured, reference) -> dict[str, float]:
+    """Bland-Altman agreement of paired values (n,).
+
+    Returns n, bias = mean(measured - reference), sd of the differences (ddof 1), the
+    95 % limits of agreement bias -/+ 1.96 sd, and the mean absolute difference.
+    """
+    m, r = _paired(measured, reference)
+    d = m - r
+    if d.size < 2:
+        raise ValueError("Bland-Altman needs at least 2 pairs")
+    bias, sd = float(d.mean()), float(d.std(ddof=1))
+    return {"n": int(d.size), "bias": bias, "sd": sd, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd,
+            "mean_abs_diff": float(np.abs(d).mean())}
+
+
+def icc(ratings) -> dict[str, float]:
+    """Single-measure intraclass correlations of ratings (n subjects, k raters), two-way model.
+
+    From the two-way ANOVA mean squares (rows MSR, columns MSC, residual MSE):
+
+    - ``icc_a1``: absolute agreement, ICC(A,1) of McGraw & Wong (1996) = ICC(2,1) of
+      Shrout & Fleiss (1979): (MSR - MSE) / (MSR + (k-1) MSE + k (MSC - MSE) / n).
+    - ``icc_c1``: consistency, ICC(C,1) = ICC(3,1): (MSR - MSE) / (MSR + (k-1) MSE).
+
+    Raises:
+        ValueError: fewer than 2 subjects or raters, or non-finite ratings.
+    """
+    x = np.asarray(ratings, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
+        raise ValueError(f"ratings must be (n >= 2 subjects, k >= 2 raters), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("ratings must be finite")
+    n, k = x.shape
+    grand = x.mean()
+    ss_rows = k * ((x.mean(axis=1) - grand) ** 2).sum()
+    ss_cols = n * ((x.mean(axis=0) - grand) ** 2).sum()
+    ss_err = ((x - grand) ** 2).sum() - ss_rows - ss_cols
+    msr, msc, mse = ss_rows / (n - 1), ss_cols / (k - 1), ss_err / ((n - 1) * (k - 1))
+    return {"icc_a1": float((msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n)),
+            "icc_c1": float((msr - mse) / (msr + (k - 1) * mse))}
+
+
+def agreement(measured, reference, failure_deg: float = FAILURE_DEG) -> dict[str, float]:
+    """Angle agreement: Bland-Altman, ICC(A,1), ICC(C,1) and failure rate of paired angles (n,).
+
+    NaN in ``measured`` marks a case without a measurement: it counts as a failure and
+    is left out of the other statistics. ``failure_rate`` is the fraction of all cases
+    that failed or erred by more than ``failure_deg``.
+    """
+    m, r = np.asarray(measured, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if m.shape != r.shape or m.ndim != 1:
+        raise ValueError(f"measured and reference must be equal-length vectors, got {m.shape} and {r.shape}")
+    if not np.isfinite(r).all():
+        raise ValueError("reference values must be finite")
+    ok = np.isfinite(m)
+    failed = ~ok | (np.abs(np.where(ok, m - r, 0.0)) > failure_deg)
+    out = {"cases": int(m.size), "measured": int(ok.sum()), "failures": int(failed.sum()),
+           "failure_rate": float(failed.mean()) if m.size else math.nan}
+    if ok.sum() >= 2:
+        out |= bland_altman(m[ok], r[ok])
+        out |= icc(np.stack([r[ok], m[ok]], axis=1))
+    return out
+
+
+def _paired(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired values must be equal-length vectors, got {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("paired values must be finite")
+    return a, b
+
+
+# --- 3. running and reporting --------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class CaseResult:
+    """Truth and prediction for one case.
+
+    Attributes:
+        case_id, kind, side_true, side_pred (None when undetermined), status, qc_flags.
+        spacing_mm: (row_mm, col_mm) or None.
+        truth_px: (K, 2); pred_px: (K, 2), or None when no landmarks were predicted.
+        atfa_true: {"fts": deg, "fnts": deg}; atfa_pred: the same or NaN when not measured.
+    """
+
+    case_id: str
+    kind: str
+    side_true: str
+    side_pred: str | None
+    status: str
+    qc_flags: tuple[str, ...]
+    spacing_mm: tuple[float, float] | None
+    truth_px: np.ndarray
+    pred_px: np.ndarray | None
+    atfa_true: Mapping[str, float]
+    atfa_pred: Mapping[str, float]
+
+    def errors(self):
+        """(error_px, error_mm) (K,) each, NaN without a prediction; error_mm None without spacing."""
+        pred = self.pred_px if self.pred_px is not None else np.full_like(self.truth_px, np.nan)
+        return point_errors(pred, self.truth_px, self.spacing_mm)
+
+
+def evaluate(cases: Iterable[AnnotatedImage], models, *, batch_size: int = 4, progress=None) -> list[CaseResult]:
+    """Measure every case with ``models`` (a ``pipeline.ModelSet``) and pair it with its truth.
+
+    The schema kind is given to the pipeline (landmark errors need the truth's schema);
+    the side is the pipeline's own decision (the image's, else detected), so side
+    errors count as they would in use. ``progress`` wraps the case iterator (e.g. tqdm).
+    """
+    from .pipeline import measure_batch  # torch only when evaluating
+
+    results, pending = [], []
+    iterator = progress(cases) if progress is not None else cases
+
+    def flush() -> None:
+        by_kind: dict[str, list[AnnotatedImage]] = {}
+        for case in pending:
+            by_kind.setdefault(case.schema.kind, []).append(case)
+        for kind, group in by_kind.items():
+            measured = measure_batch([c.radiograph for c in group], models, kind=kind, batch_size=batch_size)
+            results.extend(_pair(c, m) for c, m in zip(group, measured, strict=True))
+        pending.clear()
+
+    for case in iterator:
+        pending.append(case)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return sorted(results, key=lambda r: r.case_id)
+
+
+def _pair(case: AnnotatedImage, m) -> CaseResult:
+    truth = compute_alignment(case.points_px, case.schema, case.side, case.radiograph.spacing_mm)
+    a = m.alignment
+    return CaseResult(
+        case_id=case.case_id, kind=case.schema.kind, side_true=case.side, side_pred=m.side, status=m.status,
+        qc_flags=m.flag_codes, spacing_mm=case.radiograph.spacing_mm, truth_px=case.points_px,
+        pred_px=None if m.landmarks is None else np.array(m.landmarks.points_px),
+        atfa_true={"fts": truth.atfa_fts_deg, "fnts": truth.atfa_fnts_deg},
+        atfa_pred={"fts": math.nan if a is None else a.atfa_fts_deg,
+                   "fnts": math.nan if a is None else a.atfa_fnts_deg},
+    )
+
+
+def summarize(results: Sequence[CaseResult], failure_deg: float = FAILURE_DEG) -> dict:
+    """Every number of the report, JSON-ready.
+
+    Keys: "cases"; "angles": {method: agreement(...)}; "points": per kind
+    {"overall_px", "overall_mm" (cases with a spacing), "groups": {group: {"px", "mm"}},
+    "landmarks": {name: {"group", "px", "mm"}}}; "side_accuracy".
+    """
+    if not results:
+        raise ValueError("no results to summarize")
+    out: dict = {"cases": len(results), "failure_deg": failure_deg, "angles": {}, "points": {}}
+    for method in METHODS:
+        out["angles"][method] = agreement([r.atfa_pred[method] for r in results],
+                                          [r.atfa_true[method] for r in results], failure_deg)
+    for kind in sorted({r.kind for r in results}):
+        schema = load_schema(kind)
+        group = [r for r in results if r.kind == kind]
+        px = np.stack([r.errors()[0] for r in group])  # (n, K)
+        mm = np.stack([r.errors()[1] if r.spacing_mm is not None else np.full(len(schema), np.nan) for r in group])
+        groups = {g: {"px": error_summary(px[:, schema.group_indices(g)]),
+                      "mm": error_summary(mm[:, schema.group_indices(g)])} for g in schema.groups}
+        landmarks = {lm.name: {"group": lm.group, "px": error_summary(px[:, lm.index]),
+                               "mm": error_summary(mm[:, lm.index])} for lm in schema.landmarks}
+        out["points"][kind] = {"cases": len(group), "predicted": int(sum(r.pred_px is not None for r in group)),
+                               "overall_px": error_summary(px), "overall_mm": error_summary(mm),
+                               "groups": groups, "landmarks": landmarks}
+    out["side_accuracy"] = float(np.mean([r.side_pred == r.side_true for r in results]))
+    return out
+
+
+_CASE_COLUMNS = ("case_id", "kind", "status", "qc_flags", "side_true", "side_pred", "spacing_row_mm",
+                 "spacing_col_mm", "mean_error_px", "max_error_px", "mean_error_mm", "max_error_mm",
+                 "atfa_fts_true", "atfa_fts_pred", "atfa_fts_diff", "atfa_fnts_true", "atfa_fnts_pred",
+                 "atfa_fnts_diff", "failure_fts", "failure_fnts")
+
+
+def _case_row(r: CaseResult, failure_deg: float) -> dict[str, str]:
+    px, mm = r.errors()
+    row = {"case_id": r.case_id, "kind": r.kind, "status": r.status, "qc_flags": ";".join(r.qc_flags),
+           "side_true": r.side_true, "side_pred": r.side_pred or "",
+           "spacing_row_mm": _num(r.spacing_mm[0] if r.spacing_mm else math.nan),
+           "spacing_col_mm": _num(r.spacing_mm[1] if r.spacing_mm else math.nan),
+           "mean_error_px": _num(px.mean()), "max_error_px": _num(px.max()),
+           "mean_error_mm": _num(mm.mean() if mm is not None else math.nan),
+           "max_error_mm": _num(mm.max() if mm is not None else math.nan)}
+    for method in METHODS:
+        true, pred = r.atfa_true[method], r.atfa_pred[method]
+        diff = pred - true
+        row |= {f"atfa_{method}_true": _num(true), f"atfa_{method}_pred": _num(pred), f"atfa_{method}_diff": _num(diff),
+                f"failure_{method}": str(int(not abs(diff) <= failure_deg))}  # NaN (not measured) fails
+    return row
+
+
+def _num(value: float) -> str:
+    return "" if not math.isfinite(value) else f"{value:.4f}"
+
+
+def write_report(results: Sequence[CaseResult], directory: str | Path, *, failure_deg: float = FAILURE_DEG,
+                 title: str = "KneeAlignment evaluation", notes: Sequence[str] = ()) -> dict:
+    """Write the evaluation report into ``directory``; returns :func:`summarize`'s numbers.
+
+    Files: per_case.csv, per_landmark.csv, per_group.csv, summary.json, report.md,
+    bland_altman.png, scatter.png, point_error_cdf.png.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(results, failure_deg)
+    _write_csv(out / "per_case.csv", _CASE_COLUMNS, [_case_row(r, failure_deg) for r in results])
+    stats = ("n", "mean", "sd", "median", "p95", "max")
+    landmark_rows, group_rows = [], []
+    for kind, points in summary["points"].items():
+        for name, entry in points["landmarks"].items():
+            landmark_rows.append({"kind": kind, "landmark": name, "group": entry["group"],
+                                  **{f"{s}_px": _stat(entry["px"][s]) for s in stats},
+                                  **{f"{s}_mm": _stat(entry["mm"][s]) for s in stats}})
+        for group, entry in points["groups"].items():
+            group_rows.append({"kind": kind, "group": group, **{f"{s}_px": _stat(entry["px"][s]) for s in stats},
+                               **{f"{s}_mm": _stat(entry["mm"][s]) for s in stats}})
+    columns = [f"{s}_{u}" for u in ("px", "mm") for s in stats]
+    _write_csv(out / "per_landmark.csv", ["kind", "landmark", "group", *columns], landmark_rows)
+    _write_csv(out / "per_group.csv", ["kind", "group", *columns], group_rows)
+    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2), encoding="utf-8")
+    _plot_bland_altman(results, out / "bland_altman.png")
+    _plot_scatter(results, out / "scatter.png")
+    _plot_error_cdf(results, out / "point_error_cdf.png")
+    (out / "report.md").write_text(_markdown(summary, title, notes), encoding="utf-8")
+    return summary
+
+
+def _stat(value) -> str:
+    return str(value) if isinstance(value, int) else _num(value)
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _json_safe(value):
+    """NaN -> None recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _markdown(summary: dict, title: str, notes: Sequence[str]) -> str:
+    def f(value, digits=2):
+        missing = value is None or (isinstance(value, float) and not math.isfinite(value))
+        return "n/a" if missing else f"{value:.{digits}f}"
+
+    lines = [f"# {title}", "", f"{summary['cases']} cases. Research software: not for clinical use.", ""]
+    lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+    lines += ["## aTFA agreement with the ground truth", "",
+              "| method | measured | MAD (deg) | bias (deg) | 95% limits of agreement (deg) | ICC(A,1) | ICC(C,1) "
+              f"| failures (> {summary['failure_deg']:g} deg) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for method, a in summary["angles"].items():
+        lines.append(f"| {method.upper()} | {a['measured']}/{a['cases']} | {f(a.get('mean_abs_diff'))} | "
+                     f"{f(a.get('bias'))} | {f(a.get('loa_low'))} to {f(a.get('loa_high'))} | "
+                     f"{f(a.get('icc_a1'), 3)} | {f(a.get('icc_c1'), 3)} | {a['failures']} "
+                     f"({100 * a['failure_rate']:.1f}%) |")
+    lines += ["", "ICC: two-way model, single measure, ground truth and prediction as the two raters; "
+                  "A = absolute agreement (Shrout-Fleiss ICC(2,1)), C = consistency (ICC(3,1)).",
+              "", f"Side detected correctly in {100 * summary['side_accuracy']:.1f}% of cases.", "",
+              "![Bland-Altman](bland_altman.png)", "", "![Scatter](scatter.png)", ""]
+    for kind, p in summary["points"].items():
+        o_px, o_mm = p["overall_px"], p["overall_mm"]
+        lines += [f"## Landmark errors, {kind} ({p['predicted']}/{p['cases']} cases with landmarks)", "",
+                  "| group | mean px | median px | p95 px | mean mm | median mm | p95 mm |",
+                  "| --- | --- | --- | --- | --- | --- | --- |",
+                  f"| **all** | {f(o_px['mean'])} | {f(o_px['median'])} | {f(o_px['p95'])} | {f(o_mm['mean'])} | "
+                  f"{f(o_mm['median'])} | {f(o_mm['p95'])} |"]
+        for group, g in p["groups"].items():
+            lines.append(f"| {group} | {f(g['px']['mean'])} | {f(g['px']['median'])} | {f(g['px']['p95'])} | "
+                         f"{f(g['mm']['mean'])} | {f(g['mm']['median'])} | {f(g['mm']['p95'])} |")
+        lines.append("")
+    lines += ["Per landmark: per_landmark.csv; per case: per_case.csv.", "",
+              "![Point error CDF](point_error_cdf.png)", ""]
+    return "\n".join(lines)
+
+
+def _figure(ncols: int):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5 * ncols, 4.5), dpi=120)
+    FigureCanvasAgg(fig)
+    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+
+
+def _angle_pairs(results: Sequence[CaseResult], method: str) -> tuple[np.ndarray, np.ndarray]:
+    truth = np.array([r.atfa_true[method] for r in results])
+    pred = np.array([r.atfa_pred[method] for r in results])
+    ok = np.isfinite(pred)
+    return truth[ok], pred[ok]
+
+
+def _plot_bland_altman(results: Sequence[CaseResult], path: Path) -> None:
+    fig, axes = _figure(2)
+    for ax, method in zip(axes, METHODS, strict=True):
+        truth, pred = _angle_pairs(results, method)
+        ax.set_title(f"aTFA {method.upper()}: Bland-Altman")
+        ax.set_xlabel("mean of prediction and truth (deg)")
+        ax.set_ylabel("prediction - truth (deg)")
+        if truth.size >= 2:
+            ba = bland_altman(pred, truth)
+            ax.scatter((pred + truth) / 2, pred - truth, s=12, alpha=0.7)
+            for value, style, label in ((ba["bias"], "-", f"bias {ba['bias']:.2f}"),
+                                        (ba["loa_low"], "--", f"-1.96 sd {ba['loa_low']:.2f}"),
+                                        (ba["loa_high"], "--", f"+1.96 sd {ba['loa_high']:.2f}")):
+                ax.axhline(value, linestyle=style, color="tab:red", linewidth=1, label=label)
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _plot_scatter(results: Sequence[CaseResult], path: Path) -> None:
+    fig, axes = _figure(2)
+    for ax, method in zip(axes, METHODS, strict=True):
+        truth, pred = _angle_pairs(results, method)
+        ax.scatter(truth, pred, s=12, alpha=0.7)
+        if truth.size:
+            lo, hi = float(min(truth.min(), pred.min())) - 1, float(max(truth.max(), pred.max())) + 1
+            ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1, label="identity")
+            ax.legend(fontsize=7)
+        ax.set_title(f"aTFA {method.upper()}: prediction vs truth")
+        ax.set_xlabel("truth (deg, valgus +)")
+        ax.set_ylabel("prediction (deg, valgus +)")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _plot_error_cdf(results: Sequence[CaseResult], path: Path) -> None:
+    use_mm = all(r.spacing_mm is not None for r in results)
+    unit = "mm" if use_mm else "px"
+    fig, (ax,) = _figure(1)
+    for kind in sorted({r.kind for r in results}):
+        errors = np.concatenate([r.errors()[1 if use_mm else 0] for r in results if r.kind == kind])
+        errors = np.sort(errors[np.isfinite(errors)])
+        if errors.size:
+            ax.step(errors, np.arange(1, errors.size + 1) / errors.size, where="post", label=kind)
+    ax.set_xlabel(f"point-to-point error ({unit})")
+    ax.set_ylabel("fraction of landmarks")
+    ax.set_title("Landmark error CDF")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)

@@ -1,0 +1,111 @@
+"""Interactive measurement: progress reports, cancellation between stages, and a model cache.
+
+The Slicer module runs inference in the GUI thread (torch and MRML both want it), so a
+measurement is cut into stages; between stages the caller's ``progress(fraction, message)``
+runs (the module updates its progress bar and lets Qt process events there) and
+``cancelled()`` is asked, and a True answer stops the run with :class:`Cancelled`.
+Loading the networks is the slow part of a first run, so a :class:`ModelCache` keeps the
+loaded model set until the bundle files change.
+
+Importing this module does not import torch; measuring does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .imageio import Radiograph
+
+if TYPE_CHECKING:
+    from .measurement import Measurement
+    from .pipeline import ModelSet
+
+__all__ = ["Cancelled", "ModelCache", "checkpoint", "measure_radiograph"]
+
+Progress = Callable[[float, str], None]
+IsCancelled = Callable[[], bool]
+
+
+class Cancelled(Exception):
+    """The user stopped a measurement; nothing of it was kept."""
+
+
+def checkpoint(fraction: float, message: str, progress: Progress | None, cancelled: IsCancelled | None) -> None:
+    """Report ``fraction`` (0..1) and ``message``, after stopping with :class:`Cancelled` if asked to."""
+    if cancelled is not None and cancelled():
+        raise Cancelled(f"cancelled before: {message}")
+    if progress is not None:
+        progress(fraction, message)
+
+
+class ModelCache:
+    """The last loaded :class:`~KneeAlignmentLib.pipeline.ModelSet`, reused while its files are unchanged."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._models: ModelSet | None = None
+
+    @staticmethod
+    def _key_of(paths: Mapping[str, Path], device: str) -> tuple:
+        files = []
+        for role in sorted(paths):
+            for path in sorted(p for p in Path(paths[role]).rglob("*") if p.is_file()):
+                stat = path.stat()
+                files.append((role, str(path), stat.st_size, stat.st_mtime_ns))
+        return device, tuple(files)
+
+    def get(self, paths: Mapping[str, str | os.PathLike[str]], device: str) -> ModelSet:
+        """The model set of these bundle folders on ``device``, loaded (and checked) on first use or change."""
+        from .pipeline import ModelSet
+
+        paths = {role: Path(p) for role, p in paths.items()}
+        key = self._key_of(paths, device)
+        if key != self._key:
+            self._models, self._key = None, None  # free the old networks before loading new ones
+            self._models = ModelSet.load(paths, device=device)
+            self._key = key
+        return self._models
+
+    def clear(self) -> None:
+        self._models, self._key = None, None
+
+
+def measure_radiograph(radiograph: Radiograph, model_paths: Mapping[str, str | os.PathLike[str]], *,
+                       kind: str = "auto", side: str | None = None, device: str = "auto",
+                       cache: ModelCache | None = None, progress: Progress | None = None,
+                       cancelled: IsCancelled | None = None, span: tuple[float, float] = (0.0, 1.0)
+                       ) -> Measurement:
+    """Load the models (or reuse them) and measure one radiograph, in cancellable stages.
+
+    Args:
+        radiograph: the image.
+        model_paths: bundle folder per role, as ``models_store.model_paths`` gives.
+        kind, side: as ``pipeline.measure`` ("auto"/"preop"/"postop"; "L"/"R"/None).
+        device: "auto", "cpu" or "cuda".
+        cache: keeps the loaded models between calls; None loads them afresh.
+        progress, cancelled: see the module docstring.
+        span: the part (start, end) of the caller's progress range this run fills.
+
+    Raises:
+        Cancelled: ``cancelled()`` said so between stages.
+        ValueError: "cuda" without a CUDA device, or bad kind/side.
+        BundleError: missing or invalid bundles.
+    """
+    import torch
+
+    from .pipeline import measure
+
+    def at(fraction: float) -> float:  # this run's fraction -> the caller's progress range
+        return span[0] + fraction * (span[1] - span[0])
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("a GPU was requested, but PyTorch finds no CUDA device; choose Auto or CPU")
+    checkpoint(at(0.0), "Loading the models", progress, cancelled)
+    models = (cache or ModelCache()).get(model_paths, device)
+    checkpoint(at(0.4), "Finding the landmarks", progress, cancelled)
+    result = measure(radiograph, models, kind=kind, side=side)
+    checkpoint(at(1.0), "Landmarks found", progress, cancelled)
+    return result

@@ -1,0 +1,19 @@
+"""Shared pytest set-up: the training package (Training/kneetrain) is importable from the
+checkout until packaging installs it as ``kneetrain``; shared fixtures."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+_TRAINING = str(Path(__file__).resolve().parents[1] / "Training")
+if _TRAINING not in sys.path:
+    sys.path.insert(0, _TRAINING)
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory):
+    """A models folder of tiny random-init bundles (``model_factory.save_models``), shared by a session."""
+    from model_factory import save_models
+
+    return save_models(tmp_path_factory.mktemp("tiny_models"))

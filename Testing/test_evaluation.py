@@ -1,0 +1,274 @@
+"""Tests of KneeAlignmentLib.evaluation: metrics with known answers, dataset reading and
+checking, the report files, and `kneealign evaluate` end to end."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annotated_factory import knee_points, write_case, write_dataset
+from KneeAlignmentLib import cli
+from KneeAlignmentLib.bundle import save_bundle
+from KneeAlignmentLib.errors import MarkupsError
+from KneeAlignmentLib.evaluation import (
+    AnnotatedCase,
+    CaseResult,
+    DatasetError,
+    agreement,
+    bland_altman,
+    error_summary,
+    find_cases,
+    icc,
+    point_errors,
+    summarize,
+    write_report,
+)
+from KneeAlignmentLib.frame import FrameSpec
+from KneeAlignmentLib.heatmaps import HeatmapCodec
+from KneeAlignmentLib.measurement import reference_point_names
+from KneeAlignmentLib.networks import HourglassConfig, build_network
+from KneeAlignmentLib.schema import load_schema
+
+# Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges; the paper reports
+# ICC(2,1) = .29 and ICC(3,1) = .71.
+SHROUT_FLEISS = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]])
+# Two raters (truth, prediction) on 10 cases. Reference values computed with
+# pingouin 0.5.5, pingouin.intraclass_corr(...): ICC2 (= ICC(A,1)) and ICC3 (= ICC(C,1)).
+TRUTH = np.array([4.1, -2.3, 6.8, 1.2, -5.6, 3.3, 8.9, 0.4, -1.7, 5.2])
+PRED = np.array([4.9, -1.8, 6.1, 2.0, -4.9, 3.0, 9.8, 1.1, -1.2, 5.0])
+PINGOUIN_ICC2 = 0.9891834059507048
+PINGOUIN_ICC3 = 0.991886240548089
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+def test_point_errors_px_and_anisotropic_mm():
+    pred = np.array([[3.0, 4.0], [0.0, 0.0]])
+    truth = np.zeros((2, 2))
+    px, mm = point_errors(pred, truth, spacing_mm=(0.2, 0.1))  # rows 0.2 mm, columns 0.1 mm
+    np.testing.assert_allclose(px, [5.0, 0.0])
+    np.testing.assert_allclose(mm, [math.hypot(3 * 0.1, 4 * 0.2), 0.0])
+    assert point_errors(pred, truth)[1] is None
+
+
+def test_error_summary_known_values_ignores_nan():
+    s = error_summary([1.0, 2.0, 3.0, 4.0, np.nan])
+    assert s["n"] == 4 and s["mean"] == 2.5 and s["median"] == 2.5 and s["max"] == 4.0
+    assert s["sd"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
+    assert s["p95"] == pytest.approx(3.85)
+    assert error_summary([np.nan])["n"] == 0
+
+
+def test_bland_altman_known_values():
+    reference = np.array([10.0, 20.0, 30.0, 40.0])
+    ba = bland_altman(reference + [1.0, -1.0, 2.0, 0.0], reference)
+    sd = np.std([1.0, -1.0, 2.0, 0.0], ddof=1)
+    assert ba["bias"] == pytest.approx(0.5) and ba["sd"] == pytest.approx(sd)
+    assert ba["loa_low"] == pytest.approx(0.5 - 1.96 * sd) and ba["loa_high"] == pytest.approx(0.5 + 1.96 * sd)
+    assert ba["mean_abs_diff"] == pytest.approx(1.0)
+
+
+def test_icc_matches_shrout_fleiss_table():
+    result = icc(SHROUT_FLEISS)
+    assert round(result["icc_a1"], 2) == 0.29  # ICC(2,1) in the paper
+    assert round(result["icc_c1"], 2) == 0.71  # ICC(3,1)
+
+
+def test_icc_matches_pingouin_on_fixed_data():
+    result = icc(np.stack([TRUTH, PRED], axis=1))
+    assert result["icc_a1"] == pytest.approx(PINGOUIN_ICC2, abs=1e-12)
+    assert result["icc_c1"] == pytest.approx(PINGOUIN_ICC3, abs=1e-12)
+
+
+def test_icc_consistency_ignores_a_constant_offset_agreement_does_not():
+    base = icc(np.stack([TRUTH, PRED], axis=1))
+    shifted = icc(np.stack([TRUTH, PRED + 3.0], axis=1))
+    assert shifted["icc_c1"] == pytest.approx(base["icc_c1"])
+    assert shifted["icc_a1"] < base["icc_a1"] - 0.1
+    assert icc(np.stack([TRUTH, TRUTH], axis=1))["icc_a1"] == pytest.approx(1.0)
+
+
+def test_icc_rejects_bad_input():
+    with pytest.raises(ValueError, match="subjects"):
+        icc(np.ones((1, 2)))
+    with pytest.raises(ValueError, match="finite"):
+        icc([[1.0, np.nan], [2.0, 3.0]])
+
+
+def test_agreement_counts_missing_and_large_errors_as_failures():
+    truth = np.array([0.0, 5.0, -3.0, 2.0, 1.0])
+    measured = np.array([0.5, 9.0, np.nan, 2.0, 1.2])  # one error of 4 deg, one not measured
+    a = agreement(measured, truth, failure_deg=3.0)
+    assert a["cases"] == 5 and a["measured"] == 4 and a["failures"] == 2
+    assert a["failure_rate"] == pytest.approx(0.4)
+    assert a["mean_abs_diff"] == pytest.approx(np.mean([0.5, 4.0, 0.0, 0.2]))
+    assert a["bias"] == pytest.approx(np.mean([0.5, 4.0, 0.0, 0.2]))
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+def test_find_cases_pairs_images_and_annotations(tmp_path):
+    write_dataset(tmp_path, 3, fmt="png")
+    cases = find_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["case000", "case001", "case002"]
+    loaded = cases[1].load("preop")
+    assert loaded.side == "L" and loaded.side_source == "anatomy"  # case001 is a left knee
+    assert loaded.points_px.shape == (134, 2) and loaded.radiograph.spacing_mm is None
+
+
+def test_dicom_cases_carry_spacing_and_laterality(tmp_path):
+    write_dataset(tmp_path, 2, fmt="dcm")
+    loaded = find_cases(tmp_path)[0].load()
+    assert loaded.radiograph.spacing_mm == (3.0, 3.0)
+    assert (loaded.side, loaded.side_source) == ("R", "ImageLaterality")
+    assert loaded.schema.kind == "preop"
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("no annotation", "case001.png has no .mrk.json annotation"),
+    ("no image", "case001.mrk.json has no image"),
+    ("two images", "several images"),
+])
+def test_find_cases_reports_unpaired_files(tmp_path, problem, message):
+    write_dataset(tmp_path, 2, fmt="png")
+    if problem == "no annotation":
+        (tmp_path / "case001.mrk.json").unlink()
+    elif problem == "no image":
+        (tmp_path / "case001.png").unlink()
+    else:
+        (tmp_path / "case001.jpg").write_bytes((tmp_path / "case001.png").read_bytes())
+    with pytest.raises(DatasetError, match=message):
+        find_cases(tmp_path)
+
+
+def test_load_reports_missing_points_wrong_schema_and_points_outside(tmp_path):
+    rng = np.random.default_rng(1)
+    points = knee_points("preop", "R", rng)
+    missing = points.copy()
+    missing[load_schema("preop").index("TSP01")] = np.nan  # written as an undefined point
+    write_case(tmp_path / "a", "missing", "preop", missing)
+    with pytest.raises(MarkupsError, match=r"missing\.mrk\.json.*missing landmarks 'TSP01'"):
+        find_cases(tmp_path / "a")[0].load("preop")
+
+    write_case(tmp_path / "b", "postop_file", "postop", knee_points("postop", "R", rng))
+    with pytest.raises(MarkupsError, match=r"postop_file\.mrk\.json: .*postop schema \(181 points\), the preop"):
+        find_cases(tmp_path / "b")[0].load("preop")
+
+    outside = points.copy()
+    outside[load_schema("preop").index("FLC00")] = (-5.0, 10.0)
+    write_case(tmp_path / "c", "outside", "preop", outside)
+    with pytest.raises(MarkupsError, match=r"outside\.mrk\.json: 1 landmarks lie outside the 80x96 image.*FLC00"):
+        find_cases(tmp_path / "c")[0].load()
+
+
+def test_manifest_decides_cases_kind_and_side(tmp_path):
+    write_dataset(tmp_path, 2, fmt="png")
+    (tmp_path / "manifest.csv").write_text("case_id,image,markups,kind,side\n"
+                                           "knee-a,case000.png,case000.mrk.json,preop,R\n", encoding="utf-8")
+    (case,) = find_cases(tmp_path)
+    assert case == AnnotatedCase("knee-a", tmp_path / "case000.png", tmp_path / "case000.mrk.json", "preop", "R")
+    assert case.load().side_source == "manifest"
+    (tmp_path / "manifest.csv").write_text("case_id,image,markups\nx,nothing.png,case000.mrk.json\n")
+    with pytest.raises(DatasetError, match="line 2: nothing.png not found"):
+        find_cases(tmp_path)
+
+
+def test_phantom_folder_reads_through_its_manifest(tmp_path):
+    from KneeAlignmentLib.phantom import generate_dataset, render_case
+
+    generate_dataset("postop", 2, seed=5, out_dir=tmp_path, size=(128, 104))
+    cases = find_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["PHANTOM-000000", "PHANTOM-000001"]
+    assert cases[0].image_path.suffix == ".dcm" and cases[0].kind == "postop"
+    loaded = cases[1].load("postop")
+    truth = render_case("postop", 5, 1, (128, 104))
+    np.testing.assert_allclose(loaded.points_px, truth.landmarks_px, atol=1e-6)
+    np.testing.assert_allclose(loaded.radiograph.pixels, truth.image, atol=1e-6)  # float32 rounding
+    assert loaded.radiograph.spacing_mm == pytest.approx(truth.spacing_mm)
+    assert (loaded.side, loaded.side_source) == (truth.side, "manifest")
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def _result(case_id: str, offset_px: float, atfa_true: float, atfa_pred: float, spacing=(0.5, 0.5)) -> CaseResult:
+    truth = knee_points("preop", "R", np.random.default_rng(0))
+    pred = truth + np.array([offset_px, 0.0])
+    return CaseResult(case_id, "preop", "R", "R", "ok", (), spacing, truth, pred,
+                      {"fts": atfa_true, "fnts": atfa_true + 0.5},
+                      {"fts": atfa_pred, "fnts": atfa_pred + 0.5 if math.isfinite(atfa_pred) else math.nan})
+
+
+def test_report_files_and_numbers(tmp_path):
+    results = [_result("a", 2.0, 5.0, 5.5), _result("b", 4.0, -2.0, -1.0), _result("c", 0.0, 3.0, 7.0),
+               dataclasses.replace(_result("d", 0.0, 1.0, math.nan), pred_px=None, status="flagged",
+                                   qc_flags=("geometry_failed",))]
+    summary = write_report(results, tmp_path, failure_deg=3.0)
+    for name in ("per_case.csv", "per_landmark.csv", "per_group.csv", "summary.json", "report.md",
+                 "bland_altman.png", "scatter.png", "point_error_cdf.png"):
+        assert (tmp_path / name).is_file(), name
+    for name in ("bland_altman.png", "scatter.png", "point_error_cdf.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fts = summary["angles"]["fts"]
+    assert (fts["measured"], fts["failures"]) == (3, 2)  # c: 4 deg off; d: not measured
+    assert fts["mean_abs_diff"] == pytest.approx(np.mean([0.5, 1.0, 4.0]))
+    points = summary["points"]["preop"]
+    assert points["overall_px"]["mean"] == pytest.approx(2.0)  # (2 + 4 + 0) / 3, d has no points
+    assert points["overall_mm"]["mean"] == pytest.approx(1.0)
+    assert points["landmarks"]["FLC00"]["px"]["n"] == 3
+    rows = list(csv.DictReader(open(tmp_path / "per_case.csv", encoding="utf-8")))
+    assert [r["case_id"] for r in rows] == ["a", "b", "c", "d"]
+    assert [r["failure_fts"] for r in rows] == ["0", "0", "1", "1"]
+    assert float(rows[1]["mean_error_mm"]) == pytest.approx(2.0)
+    assert json.loads((tmp_path / "summary.json").read_text())["angles"]["fts"]["failures"] == 2
+    report = (tmp_path / "report.md").read_text()
+    assert "| FTS | 3/4 | 1.83 |" in report and "ICC(A,1)" in report
+
+
+def test_summarize_needs_results():
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+# --- kneealign evaluate ------------------------------------------------------------------------
+
+def _random_models(root: Path) -> Path:
+    """A models folder of random-initialisation bundles (64 px inputs)."""
+    codec = HeatmapCodec((64, 64), (32, 32), 1.5)
+
+    def net(k: int, seed: int):
+        import torch
+
+        torch.manual_seed(seed)
+        return build_network(HourglassConfig(depth=1, width=4, stacks=1, in_channels=1, out_channels=k,
+                                             input_size=(64, 64), heatmap_stride=2)).eval()
+
+    common = dict(version="0.0.1", codec=dataclasses.asdict(codec), description="random weights for tests",
+                  data_source="none")
+    save_bundle(root / "global", net(2, 0), name="g", stage="global", schema=None,
+                landmark_names=reference_point_names(), frame={}, **common)
+    spec = FrameSpec((64, 64), ((31.5, 31.0), (31.5, 18.0)))
+    schema = load_schema("preop")
+    save_bundle(root / "local_preop", net(len(schema), 1), name="l", stage="local", schema="preop",
+                landmark_names=schema.names, frame=dataclasses.asdict(spec), **common)
+    return root
+
+
+def test_kneealign_evaluate_writes_a_report(tmp_path, capsys):
+    data = write_dataset(tmp_path / "data", 3, fmt="dcm")
+    models = _random_models(tmp_path / "models")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["case000"], "val": [], "test": ["case001", "case002"]}))
+    status = cli.main(["evaluate", "--models", str(models), "--data", str(data), "--out", str(tmp_path / "r"),
+                       "--split", str(split), "--device", "cpu"])
+    assert status == 0
+    assert "aTFA FTS" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / "r" / "per_case.csv", encoding="utf-8")))
+    assert [r["case_id"] for r in rows] == ["case001", "case002"]
+    assert all(r["atfa_fts_true"] for r in rows)
+    assert (tmp_path / "r" / "report.md").is_file()

@@ -1,0 +1,119 @@
+"""Tests of KneeAlignmentLib.volume: a Slicer volume (array + IJK-to-RAS) as a Radiograph and plane.
+
+The expected RAS positions are computed with the IJK-to-RAS matrix directly (voxel (i, j, 0)
+is pixel (x = i, y = j)), independently of ImagePlane, for axis-aligned, flipped and oblique
+volumes with non-square pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from KneeAlignmentLib.errors import ImageReadError
+from KneeAlignmentLib.imageio import read_radiograph
+from KneeAlignmentLib.volume import flip_ras_lps, px_from_ras, radiograph_from_volume, ras_from_px
+
+
+def rotation(seed: int) -> np.ndarray:
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def ijk_to_ras(direction: np.ndarray, col_mm: float, row_mm: float, origin) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = direction * [col_mm, row_mm, 1.0]
+    m[:3, 3] = origin
+    return m
+
+
+MATRICES = {
+    # How Slicer loads a PNG or DICOM DX: i along L, j along P (IJK-to-RAS diag(-col, -row, 1)).
+    "slicer-2d": ijk_to_ras(np.diag([-1.0, -1.0, 1.0]), 0.9, 1.1, [20.0, -35.0, 0.0]),
+    "flipped": ijk_to_ras(np.diag([1.0, -1.0, -1.0]), 0.2, 0.3, [-5.0, 7.0, 12.0]),
+    "oblique": ijk_to_ras(rotation(3), 0.139, 0.171, [-120.5, 33.25, 410.0]),
+}
+
+
+def voxel_ras(matrix: np.ndarray, points_px: np.ndarray) -> np.ndarray:
+    """(N, 3) RAS of pixel (x, y) = voxel (i, j, 0), straight from the matrix."""
+    return (np.c_[points_px, np.zeros(len(points_px)), np.ones(len(points_px))] @ matrix.T)[:, :3]
+
+
+@pytest.mark.parametrize("name", MATRICES)
+def test_pixels_map_to_the_voxel_positions_and_back(name):
+    matrix = MATRICES[name]
+    image = radiograph_from_volume(np.zeros((1, 40, 30), np.int16), matrix)
+    points_px = np.random.default_rng(1).uniform([-0.5, -0.5], [29.5, 39.5], size=(25, 2))
+    np.testing.assert_allclose(ras_from_px(image.plane, points_px), voxel_ras(matrix, points_px), atol=1e-9)
+    np.testing.assert_allclose(px_from_ras(image.plane, voxel_ras(matrix, points_px)), points_px, atol=1e-9)
+    col_mm, row_mm = np.linalg.norm(matrix[:3, :2], axis=0)
+    assert image.radiograph.spacing_mm == pytest.approx((row_mm, col_mm))
+    assert image.radiograph.spacing_source == "volume geometry"
+
+
+def test_array_rows_are_image_rows_in_stored_order():
+    """arrayFromVolume gives (K, J, I): row j, column i is pixel (x = i, y = j)."""
+    voxels = np.arange(1 * 4 * 5, dtype=np.uint16).reshape(1, 4, 5)
+    image = radiograph_from_volume(voxels, MATRICES["slicer-2d"])
+    assert image.radiograph.shape == (4, 5)
+    np.testing.assert_allclose(image.radiograph.pixels, voxels[0] / voxels.max(), atol=1e-7)
+
+
+def test_same_pixels_as_reading_the_file(tmp_path):
+    """A PNG read by the core and the same PNG as Slicer's volume array agree pixel for pixel."""
+    import SimpleITK as sitk
+
+    stored = np.random.default_rng(2).integers(0, 65535, size=(30, 20), dtype=np.uint16)
+    sitk.WriteImage(sitk.GetImageFromArray(stored), str(tmp_path / "knee.png"))
+    from_file = read_radiograph(tmp_path / "knee.png")
+    from_volume = radiograph_from_volume(stored[None], MATRICES["slicer-2d"], window=(65535 / 2, 65535))
+    np.testing.assert_allclose(from_volume.radiograph.pixels, from_file.pixels, atol=1e-6)
+
+
+def test_display_window_and_inverted_grey_are_applied():
+    voxels = np.array([[[0, 100, 200, 300]]], dtype=np.int16)
+    windowed = radiograph_from_volume(voxels, MATRICES["slicer-2d"], window=(150.0, 200.0))
+    np.testing.assert_allclose(windowed.radiograph.pixels[0], [0.0, 0.25, 0.75, 1.0])
+    assert windowed.radiograph.intensity_mapping == "display window"
+    inverted = radiograph_from_volume(voxels, MATRICES["slicer-2d"], window=(150.0, 200.0), invert=True)
+    np.testing.assert_allclose(inverted.radiograph.pixels[0], [1.0, 0.75, 0.25, 0.0])
+    assert radiograph_from_volume(voxels, MATRICES["slicer-2d"]).radiograph.intensity_mapping == "min-max"
+
+
+def test_side_and_colour_volumes():
+    rgb = np.zeros((1, 6, 7, 3), np.uint8)
+    rgb[0, 2, 3] = (255, 255, 255)
+    image = radiograph_from_volume(rgb, MATRICES["slicer-2d"], side="L", side_source="DICOM ImageLaterality")
+    assert image.radiograph.shape == (6, 7) and image.radiograph.pixels[2, 3] == 1.0
+    assert (image.radiograph.side, image.radiograph.side_source) == ("L", "DICOM ImageLaterality")
+
+
+@pytest.mark.parametrize(
+    ("voxels", "window", "message"),
+    [
+        (np.zeros((2, 4, 4)), None, "this volume has 2 slices"),
+        (np.zeros((4,)), None, "single-slice volume"),
+        (np.full((1, 4, 4), np.nan), None, "NaN or infinite"),
+        (np.zeros((1, 4, 4)), (0.0, 0.0), "window width"),
+    ],
+)
+def test_bad_volumes_raise_image_read_error(voxels, window, message):
+    with pytest.raises(ImageReadError, match=message):
+        radiograph_from_volume(voxels, MATRICES["slicer-2d"], window=window)
+
+
+def test_bad_matrix_and_positions_raise_value_error():
+    singular = MATRICES["slicer-2d"].copy()
+    singular[:3, 0] = 0.0
+    with pytest.raises(ValueError, match="zero-length axis"):
+        radiograph_from_volume(np.zeros((1, 4, 4)), singular)
+    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
+        flip_ras_lps(np.zeros((3, 2)))
+
+
+def test_flip_is_its_own_inverse():
+    positions = np.random.default_rng(4).normal(size=(5, 3))
+    np.testing.assert_allclose(flip_ras_lps(positions)[:, :2], -positions[:, :2])
+    np.testing.assert_allclose(flip_ras_lps(flip_ras_lps(positions)), positions)

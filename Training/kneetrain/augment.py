@@ -1,0 +1,132 @@
+"""Augmentation with MONAI transforms, in which the landmarks move exactly with the image.
+
+Geometric transforms (MONAI ``RandAffined``, ``RandFlipd``) act on a ``MetaTensor``,
+whose affine records every resampling; MONAI's ``ApplyTransformToPointsd`` then maps
+the points through the inverse of that affine. Image and points are therefore moved
+by the same matrix, not by two separately written formulas. A horizontal flip turns a
+right knee into a left one in the radiological view; landmark names are anatomical,
+so every landmark keeps its index and only the side label changes (no pair swap).
+
+Everything happens in network-input space (after the letterbox or the local crop), at
+the resolution the network sees, so augmentation costs little. Intensity inversion is
+the exception: it is applied to the radiograph before the view (``invert_radiograph``)
+so that the letterbox padding stays black as at inference.
+
+Per-sample randomness comes from one integer seed (see ``sample_seed``): the same
+(seed, epoch, index) gives the same augmentation in any worker process, which makes
+runs reproducible and resumable.
+
+Shapes: image (1, H, W) float32; points (K, 2) as (x, y) in input px, NaN = missing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    ApplyTransformToPointsd,
+    Compose,
+    RandAdjustContrastd,
+    RandAffined,
+    RandCoarseDropoutd,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandScaleIntensityFixedMeand,
+)
+
+from .config import AugmentConfig
+
+__all__ = ["Augmenter", "sample_seed", "invert_radiograph"]
+
+
+def sample_seed(*keys: int) -> int:
+    """A 31-bit seed from integer keys such as (run seed, stream, epoch, index)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] >> 1)
+
+
+def invert_radiograph(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """With probability ``cfg.invert.prob`` return 1 - image (image (H, W) in [0, 1])."""
+    if cfg.invert.prob > 0.0 and rng.random() < cfg.invert.prob:
+        return 1.0 - image
+    return image
+
+
+class Augmenter:
+    """Random geometric and intensity augmentation of one network input and its points.
+
+    Args:
+        cfg: augmentation parameters.
+        input_size: (H, W) of the network input (translations are fractions of it).
+    """
+
+    def __init__(self, cfg: AugmentConfig, input_size: tuple[int, int]) -> None:
+        self.cfg = cfg
+        H, W = input_size
+        a = cfg.affine
+        geometric = []
+        if a.prob > 0.0:
+            geometric.append(RandAffined(
+                keys="image", prob=a.prob, rotate_range=math.radians(a.rotate_deg),
+                scale_range=(a.scale, a.scale), translate_range=(a.translate_frac * H, a.translate_frac * W),
+                shear_range=(a.shear, a.shear), mode="bilinear", padding_mode="zeros"))
+        if cfg.flip.prob > 0.0:
+            geometric.append(RandFlipd(keys="image", prob=cfg.flip.prob, spatial_axis=1))  # axis 1 = columns
+        intensity = []
+        if cfg.gamma.prob > 0.0:
+            intensity.append(RandAdjustContrastd(keys="image", prob=cfg.gamma.prob, gamma=cfg.gamma.range))
+        if cfg.contrast.prob > 0.0:
+            lo, hi = cfg.contrast.range
+            intensity.append(RandScaleIntensityFixedMeand(keys="image", prob=cfg.contrast.prob,
+                                                          factors=(lo - 1.0, hi - 1.0)))
+        if cfg.noise.prob > 0.0:
+            intensity.append(RandGaussianNoised(keys="image", prob=cfg.noise.prob, std=cfg.noise.std))
+        if cfg.blur.prob > 0.0:
+            intensity.append(RandGaussianSmoothd(keys="image", prob=cfg.blur.prob, sigma_x=cfg.blur.range,
+                                                 sigma_y=cfg.blur.range))
+        c = cfg.cutout
+        if c.prob > 0.0:
+            side = min(H, W)
+            intensity.append(RandCoarseDropoutd(
+                keys="image", prob=c.prob, holes=c.holes, max_holes=c.holes,
+                spatial_size=max(1, round(c.size_frac[0] * side)),
+                max_spatial_size=max(1, round(c.size_frac[1] * side)),
+                fill_value=c.fill))
+        self._geometric = Compose(geometric) if geometric else None
+        self._to_points = ApplyTransformToPointsd(keys="points", refer_keys="image", invert_affine=True)
+        self._intensity = Compose(intensity) if intensity else None
+
+    def __call__(self, image: torch.Tensor, points_px: np.ndarray, side: str, seed: int):
+        """Augment one sample.
+
+        Args:
+            image: (1, H, W) float32 tensor.
+            points_px: (K, 2) float, (x, y) input px.
+            side: "L" or "R" before augmentation.
+            seed: per-sample seed (``sample_seed``).
+
+        Returns:
+            (image (1, H, W) float32 tensor, points (K, 2) float64, side after a flip).
+        """
+        if image.ndim != 3 or image.shape[0] != 1:
+            raise ValueError(f"image must be (1, H, W), got {tuple(image.shape)}")
+        points_px = np.asarray(points_px, dtype=np.float64)
+        if self._geometric is not None:
+            self._geometric.set_random_state(seed=seed)
+            # MONAI points are (C, N, dims) in array-axis order: (row, col) = (y, x).
+            data = {"image": MetaTensor(image.float()),
+                    "points": torch.from_numpy(np.ascontiguousarray(points_px[None, :, ::-1]))}
+            data = self._to_points(self._geometric(data))
+            linear = data["image"].affine[:2, :2]
+            if torch.linalg.det(linear.double()) < 0:  # an odd number of mirrorings
+                side = {"L": "R", "R": "L"}[side]
+            image = data["image"].as_tensor()
+            points_px = data["points"][0].numpy()[:, ::-1].astype(np.float64)
+        if self._intensity is not None:
+            self._intensity.set_random_state(seed=(seed + 1) % 2**31)
+            image = self._intensity({"image": image})["image"]
+            image = image.as_tensor() if isinstance(image, MetaTensor) else image
+        return image.float().contiguous(), np.ascontiguousarray(points_px), side
