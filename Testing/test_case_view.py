@@ -17,16 +17,14 @@ import numpy as np
 import pytest
 
 from KneeAlignmentLib.case_view import (
-    AXIS_COLORS,
     METHODS,
-    atfa_angle_points_px,
     derived_view,
     landmark_node,
     recompute,
     valgus_axis_ras,
 )
 from KneeAlignmentLib.errors import GeometryError, MarkupsError
-from KneeAlignmentLib.geometry import compute_alignment
+from KneeAlignmentLib.geometry import AXIS_COLORS, atfa_angle_points_px, compute_alignment
 from KneeAlignmentLib.markups import ImagePlane, MarkupsNode, read_markups, write_markups
 from KneeAlignmentLib.schema import KINDS, example_landmarks_px, load_schema
 from KneeAlignmentLib.volume import flip_ras_lps

@@ -158,7 +158,7 @@ def test_markups_hold_named_landmarks_four_axes_and_the_two_atfa_angles(tmp_path
                                atol=1e-9)
     for method, atfa in (("FTS", m.alignment.atfa_fts_deg), ("FNTS", m.alignment.atfa_fnts_deg)):
         angle = nodes[f"aTFA {method}"].measurement("angle").value
-        assert angle == pytest.approx(180.0 - abs(atfa), abs=1e-9)  # in mm: anisotropic spacing respected
+        assert angle == pytest.approx(abs(atfa), abs=1e-9)  # the markup shows |aTFA|, in mm: anisotropic spacing respected
 
 
 def test_markups_follow_a_given_image_plane_and_need_landmarks(tmp_path):

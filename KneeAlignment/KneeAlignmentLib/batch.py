@@ -64,7 +64,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import __version__
 from .atomicio import write_atomic
 from .errors import KneeAlignmentError
-from .imageio import _MAGIC as _READER_MAGIC  # the reader's own table: one list of recognised formats
+from .imageio import FORMAT_SIGNATURES  # the reader's own table: one list of recognised formats
 from .imageio import DEFAULT_MAX_PIXELS, Radiograph, read_radiograph
 from .measurement import Measurement, csv_header, write_markups
 from .pipeline import ModelSet, measure_batch
@@ -90,7 +90,7 @@ STATUSES = ("ok", "flagged", "error", "skipped")
 # Files in a folder with these name endings are images (or meant to be: a damaged one is an error, not skipped).
 _IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nrrd", ".nhdr",
                    ".nii", ".nii.gz")
-_MAGIC = tuple(magic for magic, _, _ in _READER_MAGIC)
+_MAGIC = tuple(magic for magic, _, _ in FORMAT_SIGNATURES)
 # DICOM objects that carry no image to measure.
 _NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "SEG", "REG", "RWV", "DOC", "PLAN", "FID", "RTSTRUCT",
                                    "RTPLAN", "RTDOSE", "RTRECORD", "AU", "ECG", "HD"})

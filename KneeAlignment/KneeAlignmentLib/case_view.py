@@ -28,20 +28,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from .errors import MarkupsError
-from .geometry import Alignment, compute_alignment
+from .geometry import AXIS_COLORS, Alignment, atfa_angle_points_px, compute_alignment
 from .manual_points import KIND as MANUAL, alignment_from_manual_points
 from .markups import Display, ImagePlane, MarkupsNode, angle_node, fiducial_node, landmarks_px, line_node
 from .schema import KINDS, LandmarkSchema, load_schema
 from .volume import flip_ras_lps
 
 __all__ = [
-    "AXIS_COLORS",
     "DEFINING_DISPLAY",
     "LANDMARK_DISPLAY",
     "MANUAL_DISPLAY",
@@ -49,7 +47,6 @@ __all__ = [
     "PLANE_TOLERANCE_MM",
     "CaseUpdate",
     "ViewNode",
-    "atfa_angle_points_px",
     "defining_points",
     "derived_view",
     "landmark_node",
@@ -61,7 +58,6 @@ __all__ = [
 METHODS = ("FTS", "FNTS")
 # Points farther than this from the radiograph's plane are refused rather than projected.
 PLANE_TOLERANCE_MM = 0.5
-AXIS_COLORS = MappingProxyType({"FTS": (1.0, 0.69, 0.0), "FNTS": (0.35, 0.75, 1.0)})
 
 # Sizes in percent of the view height. Landmarks are dense (134-181 on one knee), so
 # their glyphs and labels are small; derived points and angles stand out.
@@ -113,19 +109,6 @@ def defining_points(alignment: Alignment) -> tuple[tuple[str, ...], np.ndarray, 
                     + [f"tibial shaft centre {i + 1} (FTS tibial axis)" for i in range(len(tibia))])
     points = np.vstack([femur, alignment.femoral_axis_fnts_px[1], alignment.tibial_axis_fnts_px[0], tibia])
     return tuple(labels), points, tuple(descriptions)
-
-
-def atfa_angle_points_px(femoral_axis_px: Any, tibial_axis_px: Any) -> np.ndarray:
-    """(3, 2) px of an angle markup whose value is |aTFA|: [femoral axis continued, vertex, tibial arm].
-
-    The vertex is the femoral axis' distal end; the first arm continues the femoral
-    axis distally by its own length, the second runs parallel to the tibial axis with
-    its length. A linear pixel-to-mm map keeps these directions, so Slicer's angle (in
-    mm) equals the physical aTFA.
-    """
-    femoral, tibial = np.asarray(femoral_axis_px, float), np.asarray(tibial_axis_px, float)
-    vertex = femoral[1]
-    return np.stack([vertex + (femoral[1] - femoral[0]), vertex, vertex + (tibial[1] - tibial[0])])
 
 
 def valgus_axis_ras(plane: ImagePlane, side: str) -> tuple[float, float, float]:

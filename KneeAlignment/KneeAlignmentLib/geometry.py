@@ -37,15 +37,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from types import MappingProxyType
+
 import numpy as np
 
 from .errors import GeometryError
 from .schema import LandmarkSchema
 
 __all__ = [
+    "AXIS_COLORS",
     "NEUTRAL_TOLERANCE_DEG",
     "Alignment",
     "alignment_label",
+    "atfa_angle_points_px",
     "atfa_from_defining_points",
     "compute_alignment",
     "format_alignment",
@@ -53,6 +57,8 @@ __all__ = [
 ]
 
 SIDES = ("L", "R")
+# Display colours of the axes (RGB 0..1), shared by the overlays and the Slicer markups.
+AXIS_COLORS = MappingProxyType({"FTS": (1.0, 0.69, 0.0), "FNTS": (0.35, 0.75, 1.0)})
 # |aTFA| below this is labelled 'neutral': finer differences are below what landmark
 # placement on a radiograph resolves.
 NEUTRAL_TOLERANCE_DEG = 0.5
@@ -566,3 +572,16 @@ def _length(mm: float | None, px: float | None) -> str | None:
     if px is None:
         return None
     return f"{px:6.1f} px" if mm is None else f"{mm:6.1f} mm ({px:.1f} px)"
+
+
+def atfa_angle_points_px(femoral_axis_px: np.ndarray, tibial_axis_px: np.ndarray) -> np.ndarray:
+    """(3, 2) px of an angle markup whose value is |aTFA|: [femoral axis continued, vertex, tibial arm].
+
+    The vertex is the femoral axis' distal end; the first arm continues the femoral
+    axis distally by its own length, the second runs parallel to the tibial axis with
+    its length. A linear pixel-to-mm map keeps these directions, so Slicer's angle (in
+    mm) equals the physical aTFA.
+    """
+    femoral, tibial = np.asarray(femoral_axis_px, float), np.asarray(tibial_axis_px, float)
+    vertex = femoral[1]
+    return np.stack([vertex + (femoral[1] - femoral[0]), vertex, vertex + (tibial[1] - tibial[0])])

@@ -92,7 +92,7 @@ _DICOM_ERRORS = (
 )
 
 # Leading bytes -> (format, SimpleITK ImageIO).
-_MAGIC = (
+FORMAT_SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "PNG", "PNGImageIO"),
     (b"\xff\xd8\xff", "JPEG", "JPEGImageIO"),
     (b"II*\x00", "TIFF", "TIFFImageIO"),
@@ -301,7 +301,7 @@ def read_radiograph(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_M
     head = _read_head(path)
     if head[128:132] == b"DICM":
         return _read_dicom(path, max_pixels, has_preamble=True)
-    for magic, fmt, image_io in _MAGIC:
+    for magic, fmt, image_io in FORMAT_SIGNATURES:
         if head.startswith(magic):
             return _read_with_sitk(path, fmt, image_io, max_pixels)
     # ITK's NIfTI reader insists on a .nii / .nii.gz name (and checks the header).

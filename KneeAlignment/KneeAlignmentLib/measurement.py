@@ -40,7 +40,7 @@ import numpy as np
 
 from . import __version__, markups
 from .errors import MarkupsError, MeasurementError, SchemaError
-from .geometry import Alignment
+from .geometry import Alignment, atfa_angle_points_px
 from .schema import KINDS, load_schema
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "Measurement",
     "ModelInfo",
     "QCFlag",
-    "atfa_angle_px",
     "csv_header",
     "format_measurement",
     "reference_point_names",
@@ -152,7 +151,7 @@ class Measurement:
         timings_ms: milliseconds per stage ("global", "local", "geometry", "total"); in a
             batch each stage's time is shared equally among its images.
         device, precision: where and how the networks ran ("float32" or "float16 autocast").
-        case_id: a neutral name such as "image-0001"; input_name: the input's file name,
+        case_id: a neutral name such as "case-3f2a9c1b7d04"; input_name: the input's file name,
             only when the caller chooses to keep it (file names often name patients).
     """
 
@@ -353,17 +352,6 @@ def _alignment_from_dict(data: Mapping[str, Any]) -> Alignment:
 
 # --- Slicer markups -----------------------------------------------------------------------
 
-def atfa_angle_px(femoral_axis_px: np.ndarray, tibial_axis_px: np.ndarray) -> np.ndarray:
-    """(3, 2) px: an angle markup between two axes (2, 2) [proximal, distal].
-
-    The vertex is the femoral axis' distal end; the second arm runs along the tibial axis'
-    direction from there, so the markup shows 180 - |aTFA| (in physical space: a linear
-    pixel-to-mm map keeps vector sums).
-    """
-    femoral, tibial = np.asarray(femoral_axis_px, float), np.asarray(tibial_axis_px, float)
-    return np.stack([femoral[0], femoral[1], femoral[1] + (tibial[1] - tibial[0])])
-
-
 def write_markups(measurement: Measurement, directory: str | Path, stem: str,
                   plane: markups.ImagePlane | None = None) -> Path:
     """Write ``<directory>/<stem>.mrk.json``: landmarks, the four axes and both aTFA angles.
@@ -392,7 +380,7 @@ def write_markups(measurement: Measurement, directory: str | Path, stem: str,
             tibial = getattr(a, f"tibial_axis_{method.lower()}_px")
             nodes.append(markups.line_node(f"femoral axis {method}", plane.to_lps(femoral)))
             nodes.append(markups.line_node(f"tibial axis {method}", plane.to_lps(tibial)))
-            nodes.append(markups.angle_node(f"aTFA {method}", plane.to_lps(atfa_angle_px(femoral, tibial))))
+            nodes.append(markups.angle_node(f"aTFA {method}", plane.to_lps(atfa_angle_points_px(femoral, tibial))))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     return markups.write_markups(directory / f"{stem}.mrk.json", nodes)

@@ -13,9 +13,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .atomicio import atomic_output
+from .geometry import AXIS_COLORS
 from .schema import load_schema
 
-AXIS_COLORS = {"fts": (1.0, 0.69, 0.0), "fnts": (0.35, 0.75, 1.0)}
 NOT_CLINICAL = "Research use only. Not for clinical use."
 
 
@@ -95,10 +95,10 @@ def draw_measurement(pixels: np.ndarray, measurement, path: Path, *, height_px: 
     if a is not None:
         for method, color in AXIS_COLORS.items():
             for bone in ("femoral", "tibial"):
-                axis = getattr(a, f"{bone}_axis_{method}_px")
+                axis = getattr(a, f"{bone}_axis_{method.lower()}_px")
                 ax.plot(axis[:, 0], axis[:, 1], "-", color=color, lw=2.0)
         for centres in (a.femoral_shaft_centres_px, a.tibial_shaft_centres_px):
-            ax.plot(centres[:, 0], centres[:, 1], "+", color=AXIS_COLORS["fts"], ms=marker * 2)
+            ax.plot(centres[:, 0], centres[:, 1], "+", color=AXIS_COLORS["FTS"], ms=marker * 2)
     side = {"L": "left", "R": "right"}.get(measurement.side, "side unknown")
     lines = [f"aTFA FTS  {_label(a and a.atfa_fts_deg, a and a.label_fts)}",
              f"aTFA FNTS {_label(a and a.atfa_fnts_deg, a and a.label_fnts)}",

@@ -11,7 +11,6 @@ never leaves half a checkpoint.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from KneeAlignmentLib.atomicio import atomic_output
 from KneeAlignmentLib.errors import KneeAlignmentError
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint"]
@@ -61,9 +61,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` (see the module docstring) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, **state}, temporary)
-    os.replace(temporary, path)
+    with atomic_output(path) as temporary:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, temporary)
     return path
 
 
