@@ -287,6 +287,15 @@ def test_dataset_files_read_back_exactly(dataset):
         assert np.allclose(points, case.landmarks_px, atol=1e-9)
         png = sitk.ReadImage(str(stem.with_suffix(".png")))
         assert png.GetPixelID() == sitk.sitkUInt16
+        # another reader (GDCM through SimpleITK) agrees on size and orientation; for DX it
+        # reports the detector pitch (ImagerPixelSpacing), not the magnification-corrected
+        # PixelSpacing that imageio uses: one reason we read DICOM ourselves
+        dx = sitk.ReadImage(str(stem.with_suffix(".dcm")))
+        assert dx.GetSize()[:2] == (case.image.shape[1], case.image.shape[0])
+        pitch = case.params["imaging.imager_spacing_mm"]
+        assert np.allclose(dx.GetSpacing()[:2], (pitch, pitch), atol=1e-6)
+        assert np.allclose(pitch / case.params["imaging.magnification"], case.spacing_mm, atol=1e-6)
+        assert np.allclose(np.array(dx.GetDirection()).reshape(3, 3), np.eye(3))
         assert np.abs(read_radiograph(stem.with_suffix(".png")).pixels - case.image).max() <= 0.5 / 65535 + 1e-7
 
 

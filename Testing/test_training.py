@@ -21,6 +21,7 @@ from KneeAlignmentLib.frame import Letterbox
 from KneeAlignmentLib.heatmaps import HeatmapCodec
 from KneeAlignmentLib.pipeline import StageModel
 from KneeAlignmentLib.schema import load_schema
+from KneeAlignmentLib import cli as kneealign_cli
 from kneetrain import cli
 from kneetrain.augment import Augmenter
 from kneetrain.checkpoint import CheckpointError, load_checkpoint
@@ -350,18 +351,31 @@ def test_cli_trains_and_exports_bundles_the_pipeline_accepts(dataset, tmp_path, 
     config.write_text((CONFIGS / "local_preop_lite.yaml").read_text())
     common = ["--device", "cpu", "--no-progress", "--set", "network={depth: 2, width: 8, input_size: [64, 64]}",
               "--set", "optim.epochs=1", "--set", "optim.batch_size=2", "--set", "data.num_workers=0"]
-    assert cli.main(["local", "--config", str(config), "--data", str(dataset), "--out", str(tmp_path / "local"),
-                     *common]) == 0
+    # the local stage is interrupted after its first epoch (checkpoint) and resumed
+    local = ["local", "--config", str(config), "--data", str(dataset), "--out", str(tmp_path / "local"),
+             *common, "--set", "optim.epochs=2"]
+    assert cli.main([*local, "--epochs-now", "1"]) == 0
+    assert load_checkpoint(tmp_path / "local" / "checkpoints" / "last.pt")["epoch"] == 0
+    assert cli.main([*local, "--resume"]) == 0
     assert cli.main(["global", "--config", str(CONFIGS / "global_lite.yaml"), "--data", str(dataset),
                      "--out", str(tmp_path / "global"), *common]) == 0
     assert "best epoch 1" in capsys.readouterr().out
-    for stage, kind in (("local", "preop"), ("global", None)):
-        assert cli.main(["export", str(tmp_path / stage), "--out", str(tmp_path / "models" / stage)]) == 0
-        loaded = load_bundle(tmp_path / "models" / stage)
+    models = tmp_path / "models"
+    for stage, kind, folder, epochs in (("local", "preop", "local_preop", 2), ("global", None, "global", 1)):
+        assert cli.main(["export", str(tmp_path / stage), "--out", str(models / folder)]) == 0
+        loaded = load_bundle(models / folder)
         meta = loaded.metadata
         assert meta.preset == "lite-custom" and "annotated folder" in meta.data_source
-        assert math.isfinite(meta.metrics["val_error_mm"]) and meta.metrics["epochs_trained"] == 1
+        assert math.isfinite(meta.metrics["val_error_mm"]) and meta.metrics["epochs_trained"] == epochs
         StageModel.from_bundle(loaded, kind)  # the pipeline's own checks of names, codec and frame
+    # the exported folder is a models set that `kneealign evaluate` measures the data with
+    report = tmp_path / "report"
+    assert kneealign_cli.main(["evaluate", "--models-dir", str(models), "--data", str(dataset), "--out", str(report),
+                               "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(open(report / "per_case.csv", encoding="utf-8")))
+    assert len(rows) == len(find_cases(dataset))  # every annotated case measured and compared
+    assert "fts" in json.loads((report / "summary.json").read_text())["angles"]
+    assert "ICC(A,1)" in (report / "report.md").read_text()
     assert cli.main(["local", "--config", str(CONFIGS / "global_lite.yaml"), "--data", str(dataset),
                      "--out", str(tmp_path / "x")]) == 2
     assert "configures the global stage" in capsys.readouterr().err
