@@ -129,3 +129,21 @@ def test_schema_listing_json_and_figure(tmp_path, capsys):
     figure = tmp_path / "schema.png"
     run(capsys, "schema", "preop", "--figure", figure)
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 50_000
+
+
+def test_angles_overlay_on_the_image_uses_its_spacing_and_laterality(tmp_path, capsys):
+    from KneeAlignmentLib.phantom import generate_dataset
+
+    manifest = generate_dataset("preop", 1, seed=3, out_dir=tmp_path, size=(400, 320))
+    row = manifest.read_text().splitlines()[1].split(",")
+    header = manifest.read_text().splitlines()[0].split(",")
+    truth = dict(zip(header, row))
+    overlay = tmp_path / "overlay.png"
+    code, out, _ = run(capsys, "angles", tmp_path / truth["markups"], "--image", tmp_path / truth["dicom"],
+                       "--overlay", overlay, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["side"] == truth["side"] and result["side_source"] == "DICOM ImageLaterality"
+    assert result["atfa_fts_deg"] == pytest.approx(float(truth["atfa_fts_deg"]), abs=1e-6)
+    assert overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = run(capsys, "angles", tmp_path / truth["markups"], "--overlay", overlay)
+    assert code == 2 and "go together" in err

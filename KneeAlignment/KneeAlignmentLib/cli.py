@@ -38,15 +38,19 @@ def _add_angles(sub):
     p.add_argument("--spacing", nargs=2, type=float, metavar=("ROW_MM", "COL_MM"),
                    help="pixel spacing, when the points were placed on an image without spacing "
                         "(coordinates in pixels)")
+    p.add_argument("--image", type=Path, help="the radiograph the landmarks were placed on (for --overlay)")
+    p.add_argument("--overlay", type=Path, metavar="PNG",
+                   help="draw landmarks, axes and angles over --image into this PNG")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_angles)
 
 
-def measure_landmark_file(path: Path, schema_kind="auto", side=None, spacing_mm=(1.0, 1.0)):
-    """Alignment from a .mrk.json file; returns (alignment, schema, side_source).
+def measure_landmark_file(path: Path, schema_kind="auto", side=None, spacing_mm=(1.0, 1.0), plane=None):
+    """Alignment from a .mrk.json file; returns (alignment, schema, side_source, points_px).
 
-    The file's coordinates are taken as they are (millimetres, or pixels of an image
-    without spacing, for which ``spacing_mm`` gives the physical size).
+    ``plane`` maps the file's coordinates to image pixels (default: taken as they are,
+    millimetres or pixels of an image without spacing, for which ``spacing_mm`` gives
+    the physical size).
     """
     from . import geometry, markups, schema as schema_mod
 
@@ -54,18 +58,39 @@ def measure_landmark_file(path: Path, schema_kind="auto", side=None, spacing_mm=
         labels = [label for n in markups.read_markups(path) if n.type == "Fiducial" for label in n.labels]
         schema_kind = schema_mod.kind_for_labels(labels)
     schema = schema_mod.load_schema(schema_kind)
-    points_px = markups.read_landmarks(path, schema.names)
+    points_px = markups.read_landmarks(path, schema.names, plane or markups.ImagePlane.identity())
     side_source = "given"
     if side is None:
         side, side_source = geometry.infer_side(points_px, schema), "anatomy (fibula is lateral)"
-    return geometry.compute_alignment(points_px, schema, side, spacing_mm), schema, side_source
+    return geometry.compute_alignment(points_px, schema, side, spacing_mm), schema, side_source, points_px
 
 
 def _cmd_angles(args) -> int:
     from . import geometry
+    from .markups import ImagePlane
 
-    spacing = tuple(args.spacing) if args.spacing else (1.0, 1.0)
-    alignment, schema, side_source = measure_landmark_file(args.landmarks, args.schema, args.side, spacing)
+    if (args.image is None) != (args.overlay is None):
+        raise KneeAlignmentError("--image and --overlay go together")
+    spacing, plane, side, side_source = (tuple(args.spacing) if args.spacing else (1.0, 1.0)), None, args.side, None
+    if args.image is not None:
+        from .imageio import read_radiograph
+
+        radiograph = read_radiograph(args.image)
+        if args.spacing is None and radiograph.spacing_mm is not None:
+            # the points are millimetres on this image: map them onto its pixels
+            spacing, plane = radiograph.spacing_mm, ImagePlane.identity(radiograph.spacing_mm)
+        if side is None and radiograph.side is not None:
+            side, side_source = radiograph.side, f"DICOM {radiograph.side_source}"
+    alignment, schema, given_or_anatomy, points_px = measure_landmark_file(
+        args.landmarks, args.schema, side, spacing, plane)
+    side_source = side_source or given_or_anatomy
+    if args.overlay is not None:
+        from .overlay import draw_result
+
+        notes = [f"{'left' if alignment.side == 'L' else 'right'} knee (side from {side_source})",
+                 f"{schema.kind} landmarks from {args.landmarks.name}"]
+        draw_result(radiograph.pixels, (schema.kind, points_px, None), alignment, notes,
+                    "annotated landmarks (no model)", args.overlay)
     if args.json:
         _print_json({"file": args.landmarks.name, "schema": schema.kind, "schema_version": schema.version,
                      "side_source": side_source, "software": f"kneealignment {__version__}",
@@ -191,7 +216,7 @@ def _cmd_demo(args) -> int:
     from . import geometry
 
     for path in sorted(EXAMPLES.glob("*.mrk.json")):
-        alignment, schema, side_source = measure_landmark_file(path)
+        alignment, schema, side_source, _ = measure_landmark_file(path)
         print(f"== {path.name}  ({schema.kind} schema, side from {side_source})")
         print(geometry.format_alignment(alignment))
         print()

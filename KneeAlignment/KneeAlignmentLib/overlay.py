@@ -73,7 +73,26 @@ def draw_measurement(pixels: np.ndarray, measurement, path: Path, *, height_px: 
     """Write the radiograph with landmarks (coloured by group), axes and angles as a PNG.
 
     ``pixels``: (H, W) the radiograph as measured (bright = dense); ``measurement``: a
-    ``measurement.Measurement``. Flagged results say so in red above the image.
+    ``measurement.Measurement``. Flagged results say so in red.
+    """
+    lm = measurement.landmarks
+    side = {"L": "left", "R": "right"}.get(measurement.side, "side unknown")
+    model = measurement.local_model
+    notes = [f"{side} knee ({measurement.side_source}), {measurement.kind or 'kind unknown'}",
+             f"model {model.model_id}" if model else "no local model ran"]
+    status = "OK" if measurement.status == "ok" else "FLAGGED: " + "; ".join(measurement.flag_codes)
+    return draw_result(pixels, None if lm is None else (lm.schema, lm.points_px, lm.confidence),
+                       measurement.alignment, notes, status, path, flagged=measurement.status != "ok",
+                       height_px=height_px)
+
+
+def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, path: Path, *,
+                flagged: bool = False, height_px: int = 1400) -> Path:
+    """The overlay itself: landmarks, the four axes, shaft centres and a text panel.
+
+    ``landmarks``: (schema kind, (K, 2) px, (K,) confidence or None) or None;
+    ``alignment``: geometry's Alignment or None; ``notes``: lines under the angles;
+    ``status``: the bottom line (red when ``flagged``).
     """
     h, w = pixels.shape
     dpi = 100
@@ -83,15 +102,16 @@ def draw_measurement(pixels: np.ndarray, measurement, path: Path, *, height_px: 
     ax.imshow(pixels, cmap="gray", vmin=0.0, vmax=1.0, interpolation="antialiased")
     ax.set_axis_off()
     marker = max(2.0, height_px / 400)
-    lm, a = measurement.landmarks, measurement.alignment
-    if lm is not None:
-        schema = load_schema(lm.schema)
+    if landmarks is not None:
+        kind, points, confidence = landmarks
+        schema = load_schema(kind)
         for group, info in schema.groups.items():
             idx = schema.group_indices(group)
-            low = lm.confidence[idx] < 0.3
-            ax.plot(lm.points_px[idx, 0], lm.points_px[idx, 1], "-", color=info["color"], lw=0.8, alpha=0.7)
-            ax.plot(lm.points_px[idx[~low], 0], lm.points_px[idx[~low], 1], "o", color=info["color"], ms=marker)
-            ax.plot(lm.points_px[idx[low], 0], lm.points_px[idx[low], 1], "x", color="red", ms=marker * 1.5)
+            low = np.zeros(len(idx), bool) if confidence is None else confidence[idx] < 0.3
+            ax.plot(points[idx, 0], points[idx, 1], "-", color=info["color"], lw=0.8, alpha=0.7)
+            ax.plot(points[idx[~low], 0], points[idx[~low], 1], "o", color=info["color"], ms=marker)
+            ax.plot(points[idx[low], 0], points[idx[low], 1], "x", color="red", ms=marker * 1.5)
+    a = alignment
     if a is not None:
         for method, color in AXIS_COLORS.items():
             for bone in ("femoral", "tibial"):
@@ -99,17 +119,12 @@ def draw_measurement(pixels: np.ndarray, measurement, path: Path, *, height_px: 
                 ax.plot(axis[:, 0], axis[:, 1], "-", color=color, lw=2.0)
         for centres in (a.femoral_shaft_centres_px, a.tibial_shaft_centres_px):
             ax.plot(centres[:, 0], centres[:, 1], "+", color=AXIS_COLORS["FTS"], ms=marker * 2)
-    side = {"L": "left", "R": "right"}.get(measurement.side, "side unknown")
     lines = [f"aTFA FTS  {_label(a and a.atfa_fts_deg, a and a.label_fts)}",
-             f"aTFA FNTS {_label(a and a.atfa_fnts_deg, a and a.label_fnts)}",
-             f"{side} knee ({measurement.side_source}), {measurement.kind or 'kind unknown'}"]
-    model = measurement.local_model
-    lines.append(f"model {model.model_id}" if model else "no local model ran")
+             f"aTFA FNTS {_label(a and a.atfa_fnts_deg, a and a.label_fnts)}", *notes]
     ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", family="monospace",
             fontsize=height_px / 90, color="white", bbox=dict(facecolor="black", alpha=0.6, edgecolor="none"))
-    status = "OK" if measurement.status == "ok" else "FLAGGED: " + "; ".join(measurement.flag_codes)
     ax.text(0.02, 0.02, f"{status}\n{NOT_CLINICAL}", transform=ax.transAxes, va="bottom", ha="left",
-            fontsize=height_px / 110, color="white" if measurement.status == "ok" else "red",
+            fontsize=height_px / 110, color="red" if flagged else "white",
             bbox=dict(facecolor="black", alpha=0.6, edgecolor="none"))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
