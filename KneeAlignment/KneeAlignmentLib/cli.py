@@ -401,19 +401,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def run(parser: argparse.ArgumentParser, argv, interrupted: str = "interrupted") -> int:
+    """Parse and run a subcommand; documented errors end in one line and status 2."""
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except KneeAlignmentError as exc:
-        print(f"kneealign: error: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("kneealign: interrupted", file=sys.stderr)
+        print(f"{parser.prog}: {interrupted}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+
+
+def main(argv=None) -> int:
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

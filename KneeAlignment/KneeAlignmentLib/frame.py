@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import GeometryError, SchemaError
+from .heatmaps import image_size
 
 __all__ = ["FrameSpec", "ReferenceFrame", "Letterbox", "mirror_landmarks"]
 
@@ -29,17 +30,6 @@ _MIN_REF_DISTANCE_PX = 1.0  # reference points closer than this cannot define a 
 # No bicubic: torch's kernel (a = -0.75) does not reproduce linear ramps, so it shifts
 # edges by up to ~0.1 px and would break the exact point <-> image correspondence.
 _MODES = {0: "nearest", 1: "bilinear"}
-
-
-def _size(value, name: str) -> tuple[int, int]:
-    try:
-        rows, cols = (int(v) for v in value)
-        valid = (rows, cols) == tuple(value) and rows >= 1 and cols >= 1
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise ValueError(f"{name} must be two positive integers (rows, cols), got {value!r}")
-    return rows, cols
 
 
 @dataclass(frozen=True)
@@ -58,7 +48,7 @@ class FrameSpec:
     ref_canonical_px: tuple[tuple[float, float], tuple[float, float]]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "crop_size", _size(self.crop_size, "crop_size"))
+        object.__setattr__(self, "crop_size", image_size(self.crop_size, "crop_size"))
         ref = np.asarray(self.ref_canonical_px, dtype=np.float64)
         if ref.shape != (2, 2) or not np.isfinite(ref).all():
             raise ValueError(
@@ -211,7 +201,7 @@ class Letterbox:
     @classmethod
     def fit(cls, image_shape, target) -> Letterbox:
         """Largest uniform scale that fits image_shape (H, W) into target (h, w)."""
-        (H, W), (h, w) = _size(image_shape, "image_shape"), _size(target, "target")
+        (H, W), (h, w) = image_size(image_shape, "image_shape"), image_size(target, "target")
         scale = min(h / H, w / W)
         return cls((H, W), (h, w), scale, ((w - W * scale) / 2.0, (h - H * scale) / 2.0))
 

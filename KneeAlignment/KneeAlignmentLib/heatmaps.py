@@ -39,7 +39,8 @@ def _to_tensor(array) -> tuple[torch.Tensor, bool]:
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=dtype)), True
 
 
-def _pair(value, name: str) -> tuple[int, int]:
+def image_size(value, name: str) -> tuple[int, int]:
+    """(rows, cols) as two positive ints; ValueError naming ``name`` otherwise."""
     try:
         rows, cols = (int(v) for v in value)
         valid = (rows, cols) == tuple(value) and rows >= 1 and cols >= 1
@@ -68,8 +69,8 @@ class HeatmapCodec:
     sigma: float = 2.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_size", _pair(self.input_size, "input_size"))
-        object.__setattr__(self, "heatmap_size", _pair(self.heatmap_size, "heatmap_size"))
+        object.__setattr__(self, "input_size", image_size(self.input_size, "input_size"))
+        object.__setattr__(self, "heatmap_size", image_size(self.heatmap_size, "heatmap_size"))
         sigma = self.sigma
         if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"sigma must be a positive number of heatmap pixels, got {sigma!r}")

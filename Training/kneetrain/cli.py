@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from KneeAlignmentLib.errors import KneeAlignmentError
+from KneeAlignmentLib.cli import run
 
 from .config import ConfigError, load_config
 
@@ -92,15 +92,7 @@ def _cmd_export(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except KneeAlignmentError as exc:
-        print(f"kneealign-train: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("kneealign-train: interrupted (resume with --resume)", file=sys.stderr)
-        return 130
+    return run(build_parser(), argv, interrupted="interrupted (resume with --resume)")
 
 
 if __name__ == "__main__":
