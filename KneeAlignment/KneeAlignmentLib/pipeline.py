@@ -38,9 +38,9 @@ confidence on the implant landmarks reaches ``KIND_IMPLANT_CONFIDENCE``. A metal
 fraction of saturated pixels in the crop) is checked against every result's kind.
 
 Quality control: every result lists its flags, most serious first (codes in
-``_FLAG_ORDER``: failures, wrong view, side and kind doubts, implausible anatomy,
+``qc.FLAG_ORDER``: failures, wrong view, side and kind doubts, implausible anatomy,
 border positions, low confidence); any flag makes the status "flagged". Thresholds are
-the module constants below.
+constants of this module (side, kind) and of ``qc`` (the flags).
 
 Precision: float32. ``autocast=True`` (CUDA only) runs the networks in float16
 autocast; it is acceptable only where it keeps aTFA within 0.05 degrees of float32 on a
@@ -63,10 +63,11 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
+from . import qc
 from .bundle import LoadedModel, load_bundle
 from .errors import BundleError, GeometryError
 from .frame import FrameSpec, Letterbox, ReferenceFrame
-from .geometry import Alignment, compute_alignment, infer_side
+from .geometry import compute_alignment, infer_side
 from .heatmaps import HeatmapCodec
 from .imageio import Radiograph
 from .measurement import Landmarks, Measurement, ModelInfo, QCFlag, reference_point_names
@@ -91,28 +92,13 @@ LOCAL_DIRS = MappingProxyType({"preop": "local_preop", "postop": "local_postop"}
 FILL = 0.0  # network-input value beyond the image (air is dark: bright = dense)
 _FLAT_STD = 1e-4  # an image whose pixel std (range [0, 1]) is below this counts as flat
 
-# --- QC thresholds (confidences are the codec's, in [0, 1]; not yet calibrated on a trained model) --
-LANDMARK_CONFIDENCE_MIN = 0.3  # a landmark below this is flagged
-MEAN_CONFIDENCE_MIN = 0.5  # mean landmark confidence below this is flagged
-GLOBAL_CONFIDENCE_MIN = 0.3  # a reference point below this: wrong view suspected
-WRONG_VIEW_MEAN_CONFIDENCE = 0.2  # mean landmark confidence below this: wrong view suspected
-BORDER_MARGIN_FRACTION = 0.02  # reference points within this fraction of min(H, W) of the border
+# --- side and kind decisions (confidences are the codec's, in [0, 1]; not yet calibrated) --
 SIDE_CONFIDENCE_MARGIN = 0.05  # right vs left mean confidence closer than this: side uncertain
 KIND_IMPLANT_CONFIDENCE = 0.5  # post-op when the implant landmarks' mean confidence reaches this
 KIND_CONFIDENCE_MARGIN = 0.15  # implant confidence within this of the threshold: kind uncertain
 METAL_LEVEL = 0.98  # crop pixels at or above this look like metal (saturated)
 METAL_AREA_FRACTION = 0.01  # metal-like area above this fraction of the crop suggests implants
-ATFA_RANGE_DEG = (-30.0, 35.0)  # plausible aTFA (valgus positive)
-FTS_FNTS_MAX_DIFF_DEG = 5.0  # the two axis definitions should agree this well
-AXIS_LENGTH_RANGE_MM = (20.0, 300.0)  # plausible length of each drawn axis (spacing known)
 
-# Most serious first: a result's ``reason`` is its first flag's message.
-_FLAG_ORDER = (
-    "invalid_network_output", "frame_failed", "geometry_failed", "wrong_view_suspected", "side_conflict",
-    "side_uncertain", "kind_uncertain", "implausible_atfa", "fts_fnts_disagree", "joint_surfaces_cross",
-    "implausible_axis_length", "reference_near_border", "landmarks_outside_image", "low_mean_confidence",
-    "low_landmark_confidence",
-)
 _SIDES = ("R", "L")
 
 
@@ -501,7 +487,7 @@ def _finish(radiograph: Radiograph, ref_px: np.ndarray, ref_conf: np.ndarray, ru
         return parts | dict(side=plan.side, side_source=plan.source if plan.side else "undetermined",
                             kind=None if kind_request == "auto" else kind_request,
                             kind_source="undetermined" if kind_request == "auto" else "given",
-                            landmarks=None, alignment=None, qc_flags=_ordered(flags), evidence=evidence)
+                            landmarks=None, alignment=None, qc_flags=qc.ordered(flags), evidence=evidence)
 
     chosen, side_notes = {}, {}
     for k in kinds:
@@ -533,20 +519,20 @@ def _finish(radiograph: Radiograph, ref_px: np.ndarray, ref_conf: np.ndarray, ru
     parts |= dict(side=run.side, side_source=plan.source, kind=kind, kind_source=kind_source)
     if not run.finite:
         flags.append(QCFlag("invalid_network_output", f"the local {kind} network produced non-finite heatmaps"))
-        return parts | dict(landmarks=None, alignment=None, qc_flags=_ordered(flags), evidence=evidence)
+        return parts | dict(landmarks=None, alignment=None, qc_flags=qc.ordered(flags), evidence=evidence)
 
     landmarks = Landmarks(kind, schema.version, schema.names, run.points_px, run.confidence)
     evidence["mean_confidence"] = float(run.confidence.mean())
-    flags += _confidence_flags(landmarks, ref_conf)
-    flags += _border_flags(radiograph.shape, ref_px, landmarks)
+    flags += qc.confidence_flags(landmarks, ref_conf)
+    flags += qc.border_flags(radiograph.shape, ref_px, landmarks)
     try:
         alignment = compute_alignment(run.points_px, schema, run.side, radiograph.spacing_mm)
     except GeometryError as exc:
         alignment = None
         flags.append(QCFlag("geometry_failed", f"no angles from the predicted landmarks: {exc}"))
     if alignment is not None:
-        flags += _anatomy_flags(alignment, landmarks, schema, radiograph.spacing_mm)
-    return parts | dict(landmarks=landmarks, alignment=alignment, qc_flags=_ordered(flags), evidence=evidence)
+        flags += qc.anatomy_flags(alignment, landmarks, schema, radiograph.spacing_mm)
+    return parts | dict(landmarks=landmarks, alignment=alignment, qc_flags=qc.ordered(flags), evidence=evidence)
 
 
 def _choose_side(by_side: dict[str, _LocalRun], schema: LandmarkSchema,
@@ -593,89 +579,3 @@ def _choose_kind(chosen: dict[str, _LocalRun], evidence: dict[str, float]) -> tu
     if abs(implant - KIND_IMPLANT_CONFIDENCE) < KIND_CONFIDENCE_MARGIN:
         note = f"implant landmark confidence {implant:.2f} is close to the threshold {KIND_IMPLANT_CONFIDENCE}"
     return kind, note
-
-
-def _confidence_flags(landmarks: Landmarks, ref_conf: np.ndarray) -> list[QCFlag]:
-    flags = []
-    conf = landmarks.confidence
-    low = np.flatnonzero(conf < LANDMARK_CONFIDENCE_MIN)
-    if low.size:
-        shown = ", ".join(landmarks.names[i] for i in low[:6]) + (" ..." if low.size > 6 else "")
-        flags.append(QCFlag("low_landmark_confidence", f"{low.size} of {len(conf)} landmarks have confidence below "
-                                                       f"{LANDMARK_CONFIDENCE_MIN}: {shown}"))
-    mean = float(conf.mean())
-    if mean < MEAN_CONFIDENCE_MIN:
-        flags.append(QCFlag("low_mean_confidence",
-                            f"mean landmark confidence {mean:.2f} is below {MEAN_CONFIDENCE_MIN}"))
-    doubts = []
-    if float(ref_conf.min()) < GLOBAL_CONFIDENCE_MIN:
-        doubts.append(f"reference point confidence {float(ref_conf.min()):.2f} < {GLOBAL_CONFIDENCE_MIN}")
-    if mean < WRONG_VIEW_MEAN_CONFIDENCE:
-        doubts.append(f"mean landmark confidence {mean:.2f} < {WRONG_VIEW_MEAN_CONFIDENCE}")
-    if doubts:
-        flags.append(QCFlag("wrong_view_suspected", "this may not be an AP knee radiograph: " + "; ".join(doubts)))
-    return flags
-
-
-def _border_flags(shape: tuple[int, int], ref_px: np.ndarray, landmarks: Landmarks) -> list[QCFlag]:
-    flags = []
-    h, w = shape
-    margin = BORDER_MARGIN_FRACTION * min(h, w)
-    names = reference_point_names()
-    near = [names[i] for i, (x, y) in enumerate(ref_px)
-            if not (-0.5 + margin <= x <= w - 0.5 - margin and -0.5 + margin <= y <= h - 0.5 - margin)]
-    if near:
-        flags.append(QCFlag("reference_near_border", f"reference point(s) {', '.join(near)} near or beyond the "
-                                                     f"image border"))
-    x, y = landmarks.points_px[:, 0], landmarks.points_px[:, 1]
-    outside = np.flatnonzero((x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5))
-    if outside.size:
-        flags.append(QCFlag("landmarks_outside_image", f"{outside.size} landmarks lie outside the image"))
-    return flags
-
-
-def _anatomy_flags(a: Alignment, landmarks: Landmarks, schema: LandmarkSchema,
-                   spacing_mm: tuple[float, float] | None) -> list[QCFlag]:
-    flags = []
-    lo, hi = ATFA_RANGE_DEG
-    outside = [f"{m} {v:.1f}°" for m, v in (("FTS", a.atfa_fts_deg), ("FNTS", a.atfa_fnts_deg)) if not lo <= v <= hi]
-    if outside:
-        flags.append(QCFlag("implausible_atfa", f"aTFA {', '.join(outside)} outside the plausible [{lo:g}, {hi:g}]°"))
-    if abs(a.atfa_fts_deg - a.atfa_fnts_deg) > FTS_FNTS_MAX_DIFF_DEG:
-        flags.append(QCFlag("fts_fnts_disagree", f"aTFA by FTS ({a.atfa_fts_deg:.1f}°) and FNTS "
-                                                 f"({a.atfa_fnts_deg:.1f}°) differ by more than "
-                                                 f"{FTS_FNTS_MAX_DIFF_DEG:g}°"))
-    scale = np.ones(2) if spacing_mm is None else np.array([spacing_mm[1], spacing_mm[0]])  # px -> mm
-    if _joint_surfaces_cross(a, landmarks.points_px * scale, schema, scale):
-        flags.append(QCFlag("joint_surfaces_cross", "the femoral and tibial joint surfaces cross"))
-    if spacing_mm is not None:
-        lo, hi = AXIS_LENGTH_RANGE_MM
-        bad = []
-        for name in ("femoral_axis_fts", "tibial_axis_fts", "femoral_axis_fnts", "tibial_axis_fnts"):
-            ends = getattr(a, f"{name}_px") * scale
-            length = float(np.hypot(*(ends[1] - ends[0])))
-            if not lo <= length <= hi:
-                bad.append(f"{name.replace('_', ' ')} {length:.0f} mm")
-        if bad:
-            flags.append(QCFlag("implausible_axis_length", f"{', '.join(bad)} outside the plausible "
-                                                           f"[{lo:g}, {hi:g}] mm"))
-    return flags
-
-
-# The femoral and tibial joint lines of each schema, proximal first.
-_JOINT_LINES = {"preop": ("femoral_condylar_line", "tibial_plateau_line"),
-                "postop": ("femoral_component_line", "tibial_component_line")}
-
-
-def _joint_surfaces_cross(a: Alignment, points_mm: np.ndarray, schema: LandmarkSchema, scale: np.ndarray) -> bool:
-    """The femoral joint line (condyles / component) is not proximal to the tibial one
-    (plateau / tray) along the tibial axis, or (pre-op) a condyle outline crosses its plateau."""
-    if schema.kind == "preop" and (a.jsw_lateral_px == 0.0 or a.jsw_medial_px == 0.0):
-        return True
-    tibia = a.tibial_axis_fts_px * scale
-    femoral, tibial = (schema.derive(points_mm, name).mean(axis=0) for name in _JOINT_LINES[schema.kind])
-    return float((tibial - femoral) @ (tibia[1] - tibia[0])) <= 0.0
-
-
-def _ordered(flags: list[QCFlag]) -> tuple[QCFlag, ...]:
-    return tuple(sorted(flags, key=lambda f: _FLAG_ORDER.index(f.code)))

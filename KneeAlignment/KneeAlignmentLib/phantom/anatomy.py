@@ -386,7 +386,7 @@ def build_tibia(p: AnatomyParams) -> Bone:
              + [f"TMP{i:02d}" for i in range(7, -1, -1)] + ["TMC13", "TMC12", "TMC11"])
     tags = {n: n for n in ("TLP00", "TLP07", "TMP07", "TMP00")}
     chain = _template_chain(names, tags)
-    u0, v0 = chain.points[:, 0].copy(), chain.points[:, 1].copy()
+    v0 = chain.points[:, 1].copy()
     s = p.scale
     pts = chain.points.copy()
     idx = np.arange(len(pts))

@@ -1,0 +1,118 @@
+"""Quality control of a measurement: the flags every result carries.
+
+Each check returns ``measurement.QCFlag`` objects (a short code and a message for
+people); ``ordered`` sorts them most serious first, so a result's ``reason`` is its
+first flag's message. Thresholds are module constants; confidences are the heatmap
+codec's, in [0, 1]. They are not yet calibrated on a trained model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .geometry import Alignment
+from .measurement import Landmarks, QCFlag, reference_point_names
+from .schema import LandmarkSchema
+
+LANDMARK_CONFIDENCE_MIN = 0.3  # a landmark below this is flagged
+MEAN_CONFIDENCE_MIN = 0.5  # mean landmark confidence below this is flagged
+GLOBAL_CONFIDENCE_MIN = 0.3  # a reference point below this: wrong view suspected
+WRONG_VIEW_MEAN_CONFIDENCE = 0.2  # mean landmark confidence below this: wrong view suspected
+BORDER_MARGIN_FRACTION = 0.02  # reference points within this fraction of min(H, W) of the border
+ATFA_RANGE_DEG = (-30.0, 35.0)  # plausible aTFA (valgus positive)
+FTS_FNTS_MAX_DIFF_DEG = 5.0  # the two axis definitions should agree this well
+AXIS_LENGTH_RANGE_MM = (20.0, 300.0)  # plausible length of each drawn axis (spacing known)
+
+# Most serious first: a result's ``reason`` is its first flag's message.
+FLAG_ORDER = (
+    "invalid_network_output", "frame_failed", "geometry_failed", "wrong_view_suspected", "side_conflict",
+    "side_uncertain", "kind_uncertain", "implausible_atfa", "fts_fnts_disagree", "joint_surfaces_cross",
+    "implausible_axis_length", "reference_near_border", "landmarks_outside_image", "low_mean_confidence",
+    "low_landmark_confidence",
+)
+
+
+def confidence_flags(landmarks: Landmarks, ref_conf: np.ndarray) -> list[QCFlag]:
+    flags = []
+    conf = landmarks.confidence
+    low = np.flatnonzero(conf < LANDMARK_CONFIDENCE_MIN)
+    if low.size:
+        shown = ", ".join(landmarks.names[i] for i in low[:6]) + (" ..." if low.size > 6 else "")
+        flags.append(QCFlag("low_landmark_confidence", f"{low.size} of {len(conf)} landmarks have confidence below "
+                                                       f"{LANDMARK_CONFIDENCE_MIN}: {shown}"))
+    mean = float(conf.mean())
+    if mean < MEAN_CONFIDENCE_MIN:
+        flags.append(QCFlag("low_mean_confidence",
+                            f"mean landmark confidence {mean:.2f} is below {MEAN_CONFIDENCE_MIN}"))
+    doubts = []
+    if float(ref_conf.min()) < GLOBAL_CONFIDENCE_MIN:
+        doubts.append(f"reference point confidence {float(ref_conf.min()):.2f} < {GLOBAL_CONFIDENCE_MIN}")
+    if mean < WRONG_VIEW_MEAN_CONFIDENCE:
+        doubts.append(f"mean landmark confidence {mean:.2f} < {WRONG_VIEW_MEAN_CONFIDENCE}")
+    if doubts:
+        flags.append(QCFlag("wrong_view_suspected", "this may not be an AP knee radiograph: " + "; ".join(doubts)))
+    return flags
+
+
+def border_flags(shape: tuple[int, int], ref_px: np.ndarray, landmarks: Landmarks) -> list[QCFlag]:
+    flags = []
+    h, w = shape
+    margin = BORDER_MARGIN_FRACTION * min(h, w)
+    names = reference_point_names()
+    near = [names[i] for i, (x, y) in enumerate(ref_px)
+            if not (-0.5 + margin <= x <= w - 0.5 - margin and -0.5 + margin <= y <= h - 0.5 - margin)]
+    if near:
+        flags.append(QCFlag("reference_near_border", f"reference point(s) {', '.join(near)} near or beyond the "
+                                                     f"image border"))
+    x, y = landmarks.points_px[:, 0], landmarks.points_px[:, 1]
+    outside = np.flatnonzero((x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5))
+    if outside.size:
+        flags.append(QCFlag("landmarks_outside_image", f"{outside.size} landmarks lie outside the image"))
+    return flags
+
+
+def anatomy_flags(a: Alignment, landmarks: Landmarks, schema: LandmarkSchema,
+                   spacing_mm: tuple[float, float] | None) -> list[QCFlag]:
+    flags = []
+    lo, hi = ATFA_RANGE_DEG
+    outside = [f"{m} {v:.1f}°" for m, v in (("FTS", a.atfa_fts_deg), ("FNTS", a.atfa_fnts_deg)) if not lo <= v <= hi]
+    if outside:
+        flags.append(QCFlag("implausible_atfa", f"aTFA {', '.join(outside)} outside the plausible [{lo:g}, {hi:g}]°"))
+    if abs(a.atfa_fts_deg - a.atfa_fnts_deg) > FTS_FNTS_MAX_DIFF_DEG:
+        flags.append(QCFlag("fts_fnts_disagree", f"aTFA by FTS ({a.atfa_fts_deg:.1f}°) and FNTS "
+                                                 f"({a.atfa_fnts_deg:.1f}°) differ by more than "
+                                                 f"{FTS_FNTS_MAX_DIFF_DEG:g}°"))
+    scale = np.ones(2) if spacing_mm is None else np.array([spacing_mm[1], spacing_mm[0]])  # px -> mm
+    if _joint_surfaces_cross(a, landmarks.points_px * scale, schema, scale):
+        flags.append(QCFlag("joint_surfaces_cross", "the femoral and tibial joint surfaces cross"))
+    if spacing_mm is not None:
+        lo, hi = AXIS_LENGTH_RANGE_MM
+        bad = []
+        for name in ("femoral_axis_fts", "tibial_axis_fts", "femoral_axis_fnts", "tibial_axis_fnts"):
+            ends = getattr(a, f"{name}_px") * scale
+            length = float(np.hypot(*(ends[1] - ends[0])))
+            if not lo <= length <= hi:
+                bad.append(f"{name.replace('_', ' ')} {length:.0f} mm")
+        if bad:
+            flags.append(QCFlag("implausible_axis_length", f"{', '.join(bad)} outside the plausible "
+                                                           f"[{lo:g}, {hi:g}] mm"))
+    return flags
+
+
+# The femoral and tibial joint lines of each schema, proximal first.
+_JOINT_LINES = {"preop": ("femoral_condylar_line", "tibial_plateau_line"),
+                "postop": ("femoral_component_line", "tibial_component_line")}
+
+
+def _joint_surfaces_cross(a: Alignment, points_mm: np.ndarray, schema: LandmarkSchema, scale: np.ndarray) -> bool:
+    """The femoral joint line (condyles / component) is not proximal to the tibial one
+    (plateau / tray) along the tibial axis, or (pre-op) a condyle outline crosses its plateau."""
+    if schema.kind == "preop" and (a.jsw_lateral_px == 0.0 or a.jsw_medial_px == 0.0):
+        return True
+    tibia = a.tibial_axis_fts_px * scale
+    femoral, tibial = (schema.derive(points_mm, name).mean(axis=0) for name in _JOINT_LINES[schema.kind])
+    return float((tibial - femoral) @ (tibia[1] - tibia[0])) <= 0.0
+
+
+def ordered(flags: list[QCFlag]) -> tuple[QCFlag, ...]:
+    return tuple(sorted(flags, key=lambda f: FLAG_ORDER.index(f.code)))
