@@ -6,6 +6,7 @@ no display needed.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -119,10 +120,13 @@ def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, pa
                 ax.plot(axis[:, 0], axis[:, 1], "-", color=color, lw=2.0)
         for centres in (a.femoral_shaft_centres_px, a.tibial_shaft_centres_px):
             ax.plot(centres[:, 0], centres[:, 1], "+", color=AXIS_COLORS["FTS"], ms=marker * 2)
+    ax.set_xlim(-0.5, w - 0.5)  # the picture is the image, wherever stray points fall
+    ax.set_ylim(h - 0.5, -0.5)
     lines = [f"aTFA FTS  {_label(a and a.atfa_fts_deg, a and a.label_fts)}",
              f"aTFA FNTS {_label(a and a.atfa_fnts_deg, a and a.label_fnts)}", *notes]
     ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", family="monospace",
             fontsize=height_px / 90, color="white", bbox=dict(facecolor="black", alpha=0.6, edgecolor="none"))
+    status = "\n".join(textwrap.wrap(status, width=max(30, int(70 * w / h))))
     ax.text(0.02, 0.02, f"{status}\n{NOT_CLINICAL}", transform=ax.transAxes, va="bottom", ha="left",
             fontsize=height_px / 110, color="red" if flagged else "white",
             bbox=dict(facecolor="black", alpha=0.6, edgecolor="none"))
