@@ -27,7 +27,7 @@ import numpy as np
 
 from . import __version__
 from .atomicio import write_atomic
-from .geometry import Alignment
+from .geometry import Alignment, mm_per_px
 from .measurement import INTENDED_USE, Measurement
 
 __all__ = [
@@ -159,7 +159,7 @@ def case_document(row: Mapping[str, float | str], alignment: Alignment, *, schem
     points_px = np.asarray(points_px, dtype=np.float64)
     if points_px.shape != (len(names), 2):
         raise ValueError(f"{len(names)} names need points of shape ({len(names)}, 2), got {points_px.shape}")
-    scale = None if spacing_mm is None else np.array([spacing_mm[1], spacing_mm[0]])
+    scale = None if spacing_mm is None else mm_per_px(spacing_mm)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -54,6 +54,8 @@ __all__ = [
     "compute_alignment",
     "format_alignment",
     "infer_side",
+    "mm_per_px",
+    "readonly_array",
 ]
 
 SIDES = ("L", "R")
@@ -368,7 +370,7 @@ def _check_spacing(spacing_mm) -> np.ndarray:
         spacing = None
     if spacing is None or spacing.shape != (2,) or not (np.isfinite(spacing).all() and (spacing > 0).all()):
         raise GeometryError(f"spacing_mm must be two positive finite numbers (row_mm, col_mm), got {spacing_mm!r}")
-    return spacing[::-1].copy()
+    return mm_per_px(spacing)
 
 
 def _tolerance(points: np.ndarray) -> float:
@@ -411,12 +413,12 @@ def _tibiofemoral_fields(femur_mm: np.ndarray, tibia_mm: np.ndarray, notch_mm: n
         label_fts=alignment_label(atfa_fts),
         atfa_fnts_deg=atfa_fnts,
         label_fnts=alignment_label(atfa_fnts),
-        femoral_axis_fts_px=_frozen(_axis_ends(femoral) / scale_xy),
-        tibial_axis_fts_px=_frozen(_axis_ends(tibial) / scale_xy),
-        femoral_axis_fnts_px=_frozen(np.stack([femur_mm.mean(axis=0), notch_mm]) / scale_xy),
-        tibial_axis_fnts_px=_frozen(np.stack([spine_mm, tibia_mm.mean(axis=0)]) / scale_xy),
-        femoral_shaft_centres_px=_frozen(femur_mm / scale_xy),
-        tibial_shaft_centres_px=_frozen(tibia_mm / scale_xy),
+        femoral_axis_fts_px=readonly_array(_axis_ends(femoral) / scale_xy),
+        tibial_axis_fts_px=readonly_array(_axis_ends(tibial) / scale_xy),
+        femoral_axis_fnts_px=readonly_array(np.stack([femur_mm.mean(axis=0), notch_mm]) / scale_xy),
+        tibial_axis_fnts_px=readonly_array(np.stack([spine_mm, tibia_mm.mean(axis=0)]) / scale_xy),
+        femoral_shaft_centres_px=readonly_array(femur_mm / scale_xy),
+        tibial_shaft_centres_px=readonly_array(tibia_mm / scale_xy),
     )
 
 
@@ -555,10 +557,16 @@ def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 # --- formatting -----------------------------------------------------------------------
 
-def _frozen(array: np.ndarray) -> np.ndarray:
+def readonly_array(array) -> np.ndarray:
+    """A private float64 copy that cannot be written: for arrays held by frozen dataclasses."""
     array = np.array(array, dtype=np.float64)
     array.setflags(write=False)
     return array
+
+
+def mm_per_px(spacing_mm) -> np.ndarray:
+    """(2,) millimetres per pixel along x and y from a (row_mm, col_mm) spacing."""
+    return np.array([spacing_mm[1], spacing_mm[0]], dtype=np.float64)
 
 
 def _deg(value: float | None, note: str = "") -> str | None:

@@ -31,6 +31,7 @@ import numpy as np
 
 from .atomicio import write_atomic
 from .errors import MarkupsError
+from .geometry import mm_per_px, readonly_array
 
 __all__ = [
     "SCHEMA_URL",
@@ -75,12 +76,6 @@ def _as_points(points: Any, dim: int, name: str) -> np.ndarray:
     return array
 
 
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array = np.array(array, dtype=np.float64)  # private copy
-    array.flags.writeable = False
-    return array
-
-
 # --------------------------------------------------------------------------- geometry
 
 
@@ -118,9 +113,9 @@ class ImagePlane:
             raise ValueError(f"direction must be a finite 3x3 matrix, got shape {direction.shape}")
         if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-6):
             raise ValueError("direction must be orthonormal (columns: unit column axis, row axis, normal)")
-        object.__setattr__(self, "origin_lps", _frozen(origin))
+        object.__setattr__(self, "origin_lps", readonly_array(origin))
         object.__setattr__(self, "spacing_mm", spacing)
-        object.__setattr__(self, "direction", _frozen(direction))
+        object.__setattr__(self, "direction", readonly_array(direction))
 
     @classmethod
     def identity(cls, spacing_mm: tuple[float, float] = (1.0, 1.0)) -> ImagePlane:
@@ -156,7 +151,7 @@ class ImagePlane:
     @property
     def _steps_mm(self) -> np.ndarray:
         """(2,) mm per pixel along x and along y."""
-        return np.array([self.spacing_mm[1], self.spacing_mm[0]])
+        return mm_per_px(self.spacing_mm)
 
     def to_lps(self, points_px: Any) -> np.ndarray:
         """(N, 2) pixels (x, y) -> (N, 3) LPS mm on the plane. NaN rows stay NaN."""
@@ -270,7 +265,7 @@ class MarkupsNode:
             )
         if not all(isinstance(s, str) for s in labels + descriptions):
             raise ValueError("labels and descriptions must be strings")
-        object.__setattr__(self, "positions_lps", _frozen(positions))
+        object.__setattr__(self, "positions_lps", readonly_array(positions))
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "descriptions", descriptions)
         object.__setattr__(self, "measurements", tuple(self.measurements))

@@ -40,7 +40,7 @@ import numpy as np
 
 from . import __version__, markups
 from .errors import MarkupsError, MeasurementError, SchemaError
-from .geometry import Alignment, atfa_angle_points_px
+from .geometry import Alignment, atfa_angle_points_px, mm_per_px, readonly_array
 from .schema import KINDS, load_schema
 
 __all__ = [
@@ -67,12 +67,6 @@ _CSV_COLUMNS = (
     "side", "side_source", "kind", "kind_source", "global_model", "local_model", "software_version",
     "qc_flags", "total_ms",
 )
-
-
-def _frozen(array, dtype=np.float64) -> np.ndarray:
-    out = np.array(array, dtype=dtype)
-    out.setflags(write=False)
-    return out
 
 
 @dataclass(frozen=True)
@@ -118,8 +112,8 @@ class Landmarks:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(self.names))
-        object.__setattr__(self, "points_px", _frozen(self.points_px))
-        object.__setattr__(self, "confidence", _frozen(self.confidence))
+        object.__setattr__(self, "points_px", readonly_array(self.points_px))
+        object.__setattr__(self, "confidence", readonly_array(self.confidence))
         k = len(self.names)
         if self.points_px.shape != (k, 2) or self.confidence.shape != (k,):
             raise ValueError(f"{k} names need points (K, 2) and confidence (K,), got "
@@ -127,7 +121,7 @@ class Landmarks:
 
     def points_mm(self, spacing_mm: tuple[float, float]) -> np.ndarray:
         """(K, 2) mm for a (row_mm, col_mm) spacing."""
-        return self.points_px * np.array([spacing_mm[1], spacing_mm[0]])
+        return self.points_px * mm_per_px(spacing_mm)
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,7 +177,7 @@ class Measurement:
         for name, shape in (("reference_points_px", (2, 2)), ("reference_confidence", (2,))):
             value = getattr(self, name)
             if value is not None:
-                value = _frozen(value)
+                value = readonly_array(value)
                 if value.shape != shape:
                     raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
                 object.__setattr__(self, name, value)
@@ -347,7 +341,7 @@ def _alignment_from_dict(data: Mapping[str, Any]) -> Alignment:
     names = {f.name for f in dataclasses.fields(Alignment)}
     if set(data) != names:
         raise ValueError(f"alignment fields differ from {sorted(names)}")
-    return Alignment(**{k: _frozen(v) if isinstance(v, list) else v for k, v in data.items()})
+    return Alignment(**{k: readonly_array(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 # --- Slicer markups -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import Alignment
+from .geometry import Alignment, mm_per_px
 from .measurement import Landmarks, QCFlag, reference_point_names
 from .schema import LandmarkSchema
 
@@ -82,7 +82,7 @@ def anatomy_flags(a: Alignment, landmarks: Landmarks, schema: LandmarkSchema,
         flags.append(QCFlag("fts_fnts_disagree", f"aTFA by FTS ({a.atfa_fts_deg:.1f}°) and FNTS "
                                                  f"({a.atfa_fnts_deg:.1f}°) differ by more than "
                                                  f"{FTS_FNTS_MAX_DIFF_DEG:g}°"))
-    scale = np.ones(2) if spacing_mm is None else np.array([spacing_mm[1], spacing_mm[0]])  # px -> mm
+    scale = np.ones(2) if spacing_mm is None else mm_per_px(spacing_mm)  # px -> mm
     if _joint_surfaces_cross(a, landmarks.points_px * scale, schema, scale):
         flags.append(QCFlag("joint_surfaces_cross", "the femoral and tibial joint surfaces cross"))
     if spacing_mm is not None:

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from KneeAlignmentLib.bundle import METADATA_FILE
 from KneeAlignmentLib.evaluation import AnnotatedImage
 from KneeAlignmentLib.frame import FrameSpec, Letterbox, ReferenceFrame
+from KneeAlignmentLib.geometry import mm_per_px
 from KneeAlignmentLib.heatmaps import HeatmapCodec
 from KneeAlignmentLib.measurement import reference_point_names
 from KneeAlignmentLib.networks import HourglassConfig, preset
@@ -119,7 +120,7 @@ def jitter_reference(ref_px: np.ndarray, spacing_mm: tuple[float, float] | None,
 
     ref = np.array(ref_px, dtype=np.float64)
     if spacing_mm is not None and cfg.point_sd_mm > 0:
-        sd = cfg.point_sd_mm / np.array([spacing_mm[1], spacing_mm[0]])  # (x, y) px
+        sd = cfg.point_sd_mm / mm_per_px(spacing_mm)  # (x, y) px
     else:
         sd = np.full(2, cfg.point_sd_px)
     ref = ref + normal((2, 2)) * sd
