@@ -43,15 +43,13 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and __version__ in result.stdout
 
 
-def test_demo_prints_the_constructed_angles(capsys):
-    code, out, _ = run(capsys, "demo")
-    assert code == 0
-    # the bundled examples are posed with 6 deg (pre-op) and 4 deg (post-op) valgus
-    pre = out[out.index("example_preop"):]
-    post = out[out.index("example_postop"):out.index("example_preop")]
-    assert "6.0°  valgus" in pre and "4.0°  valgus" in post
-    assert "Femoral component alpha" in post and "aLDFA" in pre
-    assert "not for clinical use" in out
+def test_angles_of_the_annotated_examples(capsys):
+    # the bundled annotated examples are posed with 6 deg (pre-op) and 4 deg (post-op) valgus
+    for path, expected, extra in ((PREOP_EXAMPLE, "6.0°  valgus", "aLDFA"),
+                                  (POSTOP_EXAMPLE, "4.0°  valgus", "Femoral component alpha")):
+        code, out, _ = run(capsys, "angles", path)
+        assert code == 0
+        assert expected in out and extra in out and "not for clinical use" in out
 
 
 def test_angles_json_auto_schema_and_side(capsys):

@@ -199,7 +199,7 @@ def test_phantom_folder_reads_through_its_manifest(tmp_path):
 def _result(case_id: str, offset_px: float, atfa_true: float, atfa_pred: float, spacing=(0.5, 0.5)) -> CaseResult:
     truth = knee_points("preop", "R", np.random.default_rng(0))
     pred = truth + np.array([offset_px, 0.0])
-    return CaseResult(case_id, "preop", "R", "R", "ok", (), spacing, truth, pred,
+    return CaseResult(case_id, "preop", "R", "R", "preop", "ok", (), spacing, truth, pred,
                       {"fts": atfa_true, "fnts": atfa_true + 0.5},
                       {"fts": atfa_pred, "fnts": atfa_pred + 0.5 if math.isfinite(atfa_pred) else math.nan})
 
@@ -228,6 +228,23 @@ def test_report_files_and_numbers(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["angles"]["fts"]["failures"] == 2
     report = (tmp_path / "report.md").read_text()
     assert "| FTS | 3/4 | 1.83 |" in report and "ICC(A,1)" in report
+    qc = summary["qc"]  # c (4 deg off, ok) and d (flagged, not measured) err by more than 3 deg
+    assert (qc["ok"], qc["flagged"], qc["large_errors"], qc["large_errors_flagged"]) == (3, 1, 2, 1)
+    assert qc["flags"] == {"geometry_failed": 1}
+    assert qc["angles_ok"]["fts"]["failures"] == 1 and qc["angles_ok"]["fts"]["cases"] == 3
+    assert "of the 2 cases with an aTFA error above 3 deg (or none measured), 1 were flagged" in report
+
+
+def test_kind_accuracy_counts_the_pipelines_decisions(tmp_path):
+    results = [_result("a", 1.0, 5.0, 5.5), dataclasses.replace(_result("b", 0.0, 2.0, 2.0), kind_pred=None),
+               dataclasses.replace(_result("c", 0.0, 3.0, 3.5), kind_pred="postop", pred_px=None)]
+    summary = write_report(results, tmp_path)
+    assert summary["kind_accuracy"] == pytest.approx(1 / 3)
+    assert summary["angles"]["fts"]["measured"] == 3  # a wrong kind still measures angles
+    assert summary["points"]["preop"]["predicted"] == 2
+    rows = list(csv.DictReader(open(tmp_path / "per_case.csv", encoding="utf-8")))
+    assert [r["kind_pred"] for r in rows] == ["preop", "", "postop"]
+    assert "kind right in 33.3%" in (tmp_path / "report.md").read_text()
 
 
 def test_summarize_needs_results():
@@ -272,3 +289,16 @@ def test_kneealign_evaluate_writes_a_report(tmp_path, capsys):
     assert [r["case_id"] for r in rows] == ["case001", "case002"]
     assert all(r["atfa_fts_true"] for r in rows)
     assert (tmp_path / "r" / "report.md").is_file()
+
+
+def test_kneealign_evaluate_with_the_kind_decided_per_image(tmp_path, capsys):
+    data = write_dataset(tmp_path / "data", 2, fmt="dcm")
+    models = _random_models(tmp_path / "models")
+    status = cli.main(["evaluate", "--models", str(models), "--data", str(data), "--out", str(tmp_path / "r"),
+                       "--model", "auto", "--device", "cpu"])
+    assert status == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert f"pre-op/post-op decided right: {100 * summary['kind_accuracy']:.1f}%" in out
+    rows = list(csv.DictReader(open(tmp_path / "r" / "per_case.csv", encoding="utf-8")))
+    assert len(rows) == 2 and all("kind_pred" in r for r in rows)

@@ -27,6 +27,7 @@ from KneeAlignmentLib.phantom.joint import build_knee
 from KneeAlignmentLib.phantom.outline import Chain, arc_length
 from KneeAlignmentLib.phantom.raster import edge_distance
 from KneeAlignmentLib.phantom.xray import upsample
+from KneeAlignmentLib.phantom.wrong_view import WRONG_VIEWS, render_wrong_view
 from KneeAlignmentLib.schema import KINDS, load_schema
 
 SIZE = (400, 320)
@@ -352,3 +353,24 @@ def test_progress_is_reported_per_case(tmp_path):
     seen = []
     generate_dataset("preop", 2, 1, tmp_path, size=(128, 128), progress=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 2), (2, 2)]
+
+
+# --- wrong views (for the QC checks of the shipped models) ---------------------------------------
+
+@pytest.mark.parametrize("view", WRONG_VIEWS)
+def test_wrong_views_are_seeded_images_in_the_unit_range(view):
+    image = render_wrong_view(view, 3, (160, 128))
+    assert image.shape == (160, 128) and image.min() >= 0.0 and image.max() <= 1.0
+    assert np.array_equal(image, render_wrong_view(view, 3, (160, 128)))
+    assert not np.array_equal(image, render_wrong_view(view, 4, (160, 128)))
+
+
+def test_wrong_view_bone_is_brighter_than_soft_tissue():
+    image = render_wrong_view("lateral_knee", 0, (400, 320))
+    # the femoral shaft runs up from the knee in the middle; the corners hold air or soft tissue
+    assert np.percentile(image, 99) > np.median(image) + 0.2
+
+
+def test_unknown_wrong_view_is_refused():
+    with pytest.raises(ValueError, match="view must be one of"):
+        render_wrong_view("skull", 0)

@@ -16,7 +16,8 @@ from . import __version__
 from .errors import KneeAlignmentError
 
 NOT_CLINICAL = "Research software: not for clinical use."
-EXAMPLES = Path(__file__).resolve().parent / "data" / "examples"
+EXAMPLES = Path(__file__).resolve().parent / "data" / "examples"  # annotated examples (schema template)
+EXAMPLE_RADIOGRAPHS = Path(__file__).resolve().parent.parent / "Resources" / "Examples"  # phantom DICOMs
 
 
 def _print_json(obj) -> None:
@@ -207,21 +208,48 @@ def _cmd_synth(args) -> int:
 # --- demo ---------------------------------------------------------------------------
 
 def _add_demo(sub):
-    p = sub.add_parser("demo", help="run on the bundled examples",
-                       description="Measure the bundled example annotations and print the angles.")
+    p = sub.add_parser("demo", help="measure the bundled example radiographs with the bundled models",
+                       description="Run the whole pipeline (global and local networks, geometry, quality control) "
+                                   "on the bundled example radiographs, a pre-op and a post-op phantom DICOM with "
+                                   "known true angles: print each result beside the truth and write the results "
+                                   "and overlays (<case>.png) to --out.")
+    p.add_argument("--out", type=Path, default=Path("kneealign-demo"),
+                   help="output folder (default: ./kneealign-demo)")
+    p.add_argument("--models-dir", type=Path, metavar="DIR",
+                   help="models folder (default: $KNEEALIGN_MODELS, else the bundled Resources/Models)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the networks run (default: CUDA when available)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args) -> int:
-    from . import geometry
+    from .batch import BatchOptions, discover_inputs, run_batch
+    from .evaluation import find_cases
+    from .geometry import compute_alignment
+    from .measurement import format_measurement
+    from .pipeline import ModelSet
 
-    for path in sorted(EXAMPLES.glob("*.mrk.json")):
-        alignment, schema, side_source, _ = measure_landmark_file(path)
-        print(f"== {path.name}  ({schema.kind} schema, side from {side_source})")
-        print(geometry.format_alignment(alignment))
-        print()
+    cases = find_cases(EXAMPLE_RADIOGRAPHS)  # each DICOM with its true landmarks (.mrk.json)
+    truth = {}
+    for case in cases:
+        item = case.load()
+        truth[case.image_path.name] = compute_alignment(item.points_px, item.schema, item.side,
+                                                         item.radiograph.spacing_mm)
+    models = ModelSet.load(args.models_dir, device=args.device)
+
+    def report(record) -> None:
+        print(f"== {record.input_name}")
+        print(format_measurement(record.measurement) if record.measurement is not None
+              else f"{record.status}: {record.reason}")
+        true = truth[record.input_name]
+        print(f"phantom truth: aTFA FTS {true.atfa_fts_deg:+.1f} deg, FNTS {true.atfa_fnts_deg:+.1f} deg "
+              f"(valgus positive), {true.side} knee\n")
+
+    options = BatchOptions(keep_names=True, workers=0, progress=False)  # phantoms: no patient names
+    summary = run_batch(discover_inputs([c.image_path for c in cases]), models, args.out, options, on_case=report)
+    print(f"results and overlays (<case>.png): {args.out}/ (summary.csv lists the cases)")
     print(NOT_CLINICAL)
-    return 0
+    return 1 if summary.failed else 0
 
 
 # --- measure ------------------------------------------------------------------------
@@ -346,11 +374,15 @@ def _add_evaluate(sub):
                    help="a training run's split.json: evaluate only its --subset (default test)")
     p.add_argument("--subset", choices=["train", "val", "test"], default="test",
                    help="subset of --split to evaluate (default: test)")
+    p.add_argument("--model", choices=["annotation", "auto"], default="annotation",
+                   help="pre-op or post-op model: the annotation's (default), or auto, decided per image as "
+                        "measure does (the report then says how often the decision was right)")
     p.add_argument("--failure-deg", type=float, default=3.0,
                    help="an aTFA error above this counts as a failure (default: 3)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the networks run (default: CUDA when available)")
     p.add_argument("--batch-size", type=int, default=4, help="images per network batch (default: 4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -375,13 +407,20 @@ def _cmd_evaluate(args) -> int:
     models = ModelSet.load(args.models_dir, device=args.device)
     notes.append("models: " + ", ".join(f"{m.info.role} {m.info.model_id}"
                                         for m in (models.global_model, *models.local_models.values())))
-    results = evaluation.evaluate((c.load() for c in cases), models, batch_size=args.batch_size)
+    notes.append(f"pre-op/post-op model: {'decided per image' if args.model == 'auto' else 'the annotation’s'}")
+    from tqdm.auto import tqdm
+
+    results = evaluation.evaluate((c.load() for c in cases), models, kind=args.model, batch_size=args.batch_size,
+                                  progress=lambda it: tqdm(it, total=len(cases), desc="evaluate", unit="image",
+                                                           disable=args.quiet))
     summary = evaluation.write_report(results, args.out, failure_deg=args.failure_deg, notes=notes)
     for method, a in summary["angles"].items():
         mad = a.get("mean_abs_diff", float("nan"))
         icc = a.get("icc_a1", float("nan"))
         print(f"aTFA {method.upper():<4}: MAD {mad:.2f} deg, ICC(A,1) {icc:.3f}, "
               f"failures {a['failures']}/{a['cases']}")
+    if args.model == "auto":
+        print(f"pre-op/post-op decided right: {100 * summary['kind_accuracy']:.1f}%")
     print(f"report: {args.out / 'report.md'}")
     print(NOT_CLINICAL)
     return 0

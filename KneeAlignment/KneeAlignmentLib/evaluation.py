@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,6 +354,8 @@ class CaseResult:
 
     Attributes:
         case_id, kind, side_true, side_pred (None when undetermined), status, qc_flags.
+        kind_pred: the pipeline's pre-op/post-op decision (None when undetermined); the
+            truth's kind when the kind was given.
         spacing_mm: (row_mm, col_mm) or None.
         truth_px: (K, 2); pred_px: (K, 2), or None when no landmarks were predicted.
         atfa_true: {"fts": deg, "fnts": deg}; atfa_pred: the same or NaN when not measured.
@@ -362,6 +365,7 @@ class CaseResult:
     kind: str
     side_true: str
     side_pred: str | None
+    kind_pred: str | None
     status: str
     qc_flags: tuple[str, ...]
     spacing_mm: tuple[float, float] | None
@@ -376,13 +380,19 @@ class CaseResult:
         return point_errors(pred, self.truth_px, self.spacing_mm)
 
 
-def evaluate(cases: Iterable[AnnotatedImage], models, *, batch_size: int = 4, progress=None) -> list[CaseResult]:
+def evaluate(cases: Iterable[AnnotatedImage], models, *, kind: str = "annotation", batch_size: int = 4,
+             progress=None) -> list[CaseResult]:
     """Measure every case with ``models`` (a ``pipeline.ModelSet``) and pair it with its truth.
 
-    The schema kind is given to the pipeline (landmark errors need the truth's schema);
-    the side is the pipeline's own decision (the image's, else detected), so side
-    errors count as they would in use. ``progress`` wraps the case iterator (e.g. tqdm).
+    ``kind="annotation"`` gives the truth's schema kind to the pipeline; ``"auto"`` lets
+    the pipeline decide pre-op or post-op, as ``measure --model auto`` does: a wrong
+    decision then costs the case its landmark errors (the schemas differ) but its angles
+    are still compared. The side is always the pipeline's own decision (the image's,
+    else detected), so side errors count as they would in use. ``progress`` wraps the
+    case iterator (e.g. tqdm).
     """
+    if kind not in ("annotation", "auto"):
+        raise ValueError(f"kind must be 'annotation' or 'auto', got {kind!r}")
     from .pipeline import measure_batch  # torch only when evaluating
 
     results, pending = [], []
@@ -391,9 +401,9 @@ def evaluate(cases: Iterable[AnnotatedImage], models, *, batch_size: int = 4, pr
     def flush() -> None:
         by_kind: dict[str, list[AnnotatedImage]] = {}
         for case in pending:
-            by_kind.setdefault(case.schema.kind, []).append(case)
-        for kind, group in by_kind.items():
-            measured = measure_batch([c.radiograph for c in group], models, kind=kind, batch_size=batch_size)
+            by_kind.setdefault(case.schema.kind if kind == "annotation" else "auto", []).append(case)
+        for requested, group in by_kind.items():
+            measured = measure_batch([c.radiograph for c in group], models, kind=requested, batch_size=batch_size)
             results.extend(_pair(c, m) for c, m in zip(group, measured, strict=True))
         pending.clear()
 
@@ -408,10 +418,11 @@ def evaluate(cases: Iterable[AnnotatedImage], models, *, batch_size: int = 4, pr
 def _pair(case: AnnotatedImage, m) -> CaseResult:
     truth = compute_alignment(case.points_px, case.schema, case.side, case.radiograph.spacing_mm)
     a = m.alignment
+    same_schema = m.landmarks is not None and m.kind == case.schema.kind
     return CaseResult(
-        case_id=case.case_id, kind=case.schema.kind, side_true=case.side, side_pred=m.side, status=m.status,
-        qc_flags=m.flag_codes, spacing_mm=case.radiograph.spacing_mm, truth_px=case.points_px,
-        pred_px=None if m.landmarks is None else np.array(m.landmarks.points_px),
+        case_id=case.case_id, kind=case.schema.kind, side_true=case.side, side_pred=m.side, kind_pred=m.kind,
+        status=m.status, qc_flags=m.flag_codes, spacing_mm=case.radiograph.spacing_mm, truth_px=case.points_px,
+        pred_px=np.array(m.landmarks.points_px) if same_schema else None,
         atfa_true={"fts": truth.atfa_fts_deg, "fnts": truth.atfa_fnts_deg},
         atfa_pred={"fts": math.nan if a is None else a.atfa_fts_deg,
                    "fnts": math.nan if a is None else a.atfa_fnts_deg},
@@ -423,7 +434,8 @@ def summarize(results: Sequence[CaseResult], failure_deg: float = FAILURE_DEG) -
 
     Keys: "cases"; "angles": {method: agreement(...)}; "points": per kind
     {"overall_px", "overall_mm" (cases with a spacing), "groups": {group: {"px", "mm"}},
-    "landmarks": {name: {"group", "px", "mm"}}}; "side_accuracy".
+    "landmarks": {name: {"group", "px", "mm"}}}; "side_accuracy"; "kind_accuracy" (the
+    pipeline's pre-op/post-op decisions; 1.0 when the kind was given).
     """
     if not results:
         raise ValueError("no results to summarize")
@@ -444,10 +456,24 @@ def summarize(results: Sequence[CaseResult], failure_deg: float = FAILURE_DEG) -
                                "overall_px": error_summary(px), "overall_mm": error_summary(mm),
                                "groups": groups, "landmarks": landmarks}
     out["side_accuracy"] = float(np.mean([r.side_pred == r.side_true for r in results]))
+    out["kind_accuracy"] = float(np.mean([r.kind_pred == r.kind for r in results]))
+    out["qc"] = _qc_summary(results, failure_deg)
     return out
 
 
-_CASE_COLUMNS = ("case_id", "kind", "status", "qc_flags", "side_true", "side_pred", "spacing_row_mm",
+def _qc_summary(results: Sequence[CaseResult], failure_deg: float) -> dict:
+    """How quality control sorted the cases: does it flag the large errors, and how good are the rest?"""
+    passed = [r for r in results if r.status == "ok"]
+    large = [r for r in results
+             if any(not abs(r.atfa_pred[m] - r.atfa_true[m]) <= failure_deg for m in METHODS)]  # NaN counts
+    flags = Counter(code for r in results for code in r.qc_flags)
+    return {"ok": len(passed), "flagged": len(results) - len(passed), "flags": dict(flags.most_common()),
+            "large_errors": len(large), "large_errors_flagged": sum(r.status != "ok" for r in large),
+            "angles_ok": {m: agreement([r.atfa_pred[m] for r in passed], [r.atfa_true[m] for r in passed],
+                                       failure_deg) for m in METHODS} if passed else {}}
+
+
+_CASE_COLUMNS = ("case_id", "kind", "kind_pred", "status", "qc_flags", "side_true", "side_pred", "spacing_row_mm",
                  "spacing_col_mm", "mean_error_px", "max_error_px", "mean_error_mm", "max_error_mm",
                  "atfa_fts_true", "atfa_fts_pred", "atfa_fts_diff", "atfa_fnts_true", "atfa_fnts_pred",
                  "atfa_fnts_diff", "failure_fts", "failure_fnts")
@@ -455,7 +481,7 @@ _CASE_COLUMNS = ("case_id", "kind", "status", "qc_flags", "side_true", "side_pre
 
 def _case_row(r: CaseResult, failure_deg: float) -> dict[str, str]:
     px, mm = r.errors()
-    row = {"case_id": r.case_id, "kind": r.kind, "status": r.status, "qc_flags": ";".join(r.qc_flags),
+    row = {"case_id": r.case_id, "kind": r.kind, "kind_pred": r.kind_pred or "", "status": r.status, "qc_flags": ";".join(r.qc_flags),
            "side_true": r.side_true, "side_pred": r.side_pred or "",
            "spacing_row_mm": _num(r.spacing_mm[0] if r.spacing_mm else math.nan),
            "spacing_col_mm": _num(r.spacing_mm[1] if r.spacing_mm else math.nan),
@@ -544,7 +570,8 @@ def _markdown(summary: dict, title: str, notes: Sequence[str]) -> str:
                      f"({100 * a['failure_rate']:.1f}%) |")
     lines += ["", "ICC: two-way model, single measure, ground truth and prediction as the two raters; "
                   "A = absolute agreement (Shrout-Fleiss ICC(2,1)), C = consistency (ICC(3,1)).",
-              "", f"Side detected correctly in {100 * summary['side_accuracy']:.1f}% of cases.", "",
+              "", f"Side detected correctly in {100 * summary['side_accuracy']:.1f}% of cases; pre-op/post-op "
+                  f"kind right in {100 * summary['kind_accuracy']:.1f}%.", "",
               "![Bland-Altman](bland_altman.png)", "", "![Scatter](scatter.png)", ""]
     for kind, p in summary["points"].items():
         o_px, o_mm = p["overall_px"], p["overall_mm"]
@@ -557,7 +584,17 @@ def _markdown(summary: dict, title: str, notes: Sequence[str]) -> str:
             lines.append(f"| {group} | {f(g['px']['mean'])} | {f(g['px']['median'])} | {f(g['px']['p95'])} | "
                          f"{f(g['mm']['mean'])} | {f(g['mm']['median'])} | {f(g['mm']['p95'])} |")
         lines.append("")
-    lines += ["Per landmark: per_landmark.csv; per case: per_case.csv.", "",
+    qc = summary["qc"]
+    lines += ["## Quality control", "",
+              f"{qc['ok']} of {summary['cases']} cases passed quality control (status ok), {qc['flagged']} were "
+              f"flagged; of the {qc['large_errors']} cases with an aTFA error above {summary['failure_deg']:g} deg "
+              f"(or none measured), {qc['large_errors_flagged']} were flagged.", ""]
+    if qc["flags"]:
+        lines += ["Flags raised: " + ", ".join(f"{code} ({n})" for code, n in qc["flags"].items()) + ".", ""]
+    for method, a in qc["angles_ok"].items():
+        lines.append(f"- QC-passed cases, {method.upper()}: MAD {f(a.get('mean_abs_diff'))} deg, ICC(A,1) "
+                     f"{f(a.get('icc_a1'), 3)}, {a['failures']} above {summary['failure_deg']:g} deg")
+    lines += ["", "Per landmark: per_landmark.csv; per case: per_case.csv.", "",
               "![Point error CDF](point_error_cdf.png)", ""]
     return "\n".join(lines)
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Reproduces the models shipped in KneeAlignment/Resources/Models and their accuracy report
+# (README "Accuracy"): phantom data, the three lite stages, export, evaluation.
+#
+#   bash Training/train_shipped_models.sh [data|train|export|evaluate|all] [WORK]
+#
+# WORK (default runs/shipped) receives the data, the run folders and the report. Run it in
+# the project's virtual environment from the repository root. On 2 CPU cores `data` takes
+# about 15 minutes, `train` about 90 (the three stages train side by side, one thread each),
+# `evaluate` about 10. Seeds: training 1001 (pre-op) and 1002 (post-op); test 9001 and
+# 9002, disjoint from training and from the trainer's own phantom streams.
+set -euo pipefail
+
+step="${1:-all}"
+work="${2:-runs/shipped}"
+models="KneeAlignment/Resources/Models"
+configs="Training/configs"
+size=(1024 832)  # H W: the local crops then sample about 0.5 mm/px of the radiograph
+
+data() {
+    kneealign synth --kind preop --n 600 --seed 1001 --size "${size[@]}" --workers 2 --out "$work/train/preop"
+    kneealign synth --kind postop --n 600 --seed 1002 --size "${size[@]}" --workers 2 --out "$work/train/postop"
+    kneealign synth --kind preop --n 300 --seed 9001 --size "${size[@]}" --workers 2 --out "$work/test/preop"
+    kneealign synth --kind postop --n 300 --seed 9002 --size "${size[@]}" --workers 2 --out "$work/test/postop"
+    # one manifest over both kinds for the global stage (ids prefixed, so none repeats)
+    python - "$work/train" <<'EOF'
+import csv, sys
+from pathlib import Path
+root = Path(sys.argv[1])
+rows = []
+for kind in ("preop", "postop"):
+    with open(root / kind / "manifest.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            rows.append({"case_id": f"{kind}-{row['id']}", "image": f"{kind}/{row['dicom']}",
+                         "markups": f"{kind}/{row['markups']}", "kind": kind, "side": row["side"]})
+with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+    out = csv.DictWriter(f, fieldnames=list(rows[0]))
+    out.writeheader()
+    out.writerows(rows)
+EOF
+}
+
+train() {
+    # validation split only: the test sets are the separate folders above
+    local common=(--set data.split.test=0 --no-progress)
+    OMP_NUM_THREADS=1 kneealign-train global --config "$configs/global_lite.yaml" --data "$work/train" \
+        --out "$work/global" "${common[@]}" > "$work/global.log" 2>&1 &
+    OMP_NUM_THREADS=1 kneealign-train local --config "$configs/local_preop_lite.yaml" --data "$work/train/preop" \
+        --out "$work/local_preop" "${common[@]}" > "$work/local_preop.log" 2>&1 &
+    OMP_NUM_THREADS=1 kneealign-train local --config "$configs/local_postop_lite.yaml" --data "$work/train/postop" \
+        --out "$work/local_postop" "${common[@]}" > "$work/local_postop.log" 2>&1 &
+    wait
+}
+
+export_models() {
+    for stage in global local_preop local_postop; do
+        kneealign-train export "$work/$stage" --out "$models/$stage" --version 1.0.0 --overwrite
+    done
+}
+
+evaluate() {
+    for kind in preop postop; do
+        kneealign evaluate --models-dir "$models" --data "$work/test/$kind" --out "$work/report_$kind"
+    done
+}
+
+mkdir -p "$work"
+case "$step" in
+    data) data ;;
+    train) train ;;
+    export) export_models ;;
+    evaluate) evaluate ;;
+    all) data; train; export_models; evaluate ;;
+    *) echo "usage: $0 [data|train|export|evaluate|all] [WORK]" >&2; exit 2 ;;
+esac
