@@ -68,7 +68,9 @@ correct it: axes, angles and the table follow at once. Without a model, measure 
 labelled point list, or place the six defining points by hand (manual mode). The radiograph is
 measured as displayed (window/level, inverted grey).</p>
 <p><b>Models:</b> the shipped models were trained on synthetic radiographs from the project's
-phantom only, not on patient images. Import other model bundles in Settings.</p>
+phantom only, not on patient images; their accuracy on real radiographs is unknown until they are
+validated on clinical data. Import other model bundles in Settings. <b>Load example
+radiographs</b> loads two phantoms (a pre-op and a post-op knee) to try the module on.</p>
 <p><b>Research use only. Not for clinical use.</b></p>
 <p>See the <a href="https://github.com/kneealignment/SlicerKneeAlignment">extension documentation</a>.</p>
 """)
@@ -135,6 +137,7 @@ class KneeAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             (self.ui.saveTrainingCaseButton, self.onSaveTrainingCase),
             (self.ui.importModelFolderButton, self.onImportModelFolder),
             (self.ui.importModelZipButton, self.onImportModelZip),
+            (self.ui.loadExamplesButton, self.onLoadExamples),
         ):
             button.connect("clicked(bool)", handler)
         self.ui.modelsFolderPathLineEdit.connect("currentPathChanged(QString)", self.onModelsFolderChanged)
@@ -356,6 +359,12 @@ class KneeAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             qt.QSettings().setValue(MODELS_FOLDER_KEY, path)
             self.logic.clearModelCache()
 
+    def onLoadExamples(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to load the example radiographs."), waitCursor=True):
+            volumes = self.logic.loadExamples(self.resourcePath("Examples"))
+            if volumes and self._parameterNode:
+                self._parameterNode.inputVolume = volumes[0]
+
     def onImportModelFolder(self) -> None:
         self._importModels(qt.QFileDialog.getExistingDirectory(
             slicer.util.mainWindow(), _("Model bundle or models folder"), str(Path.home())))
@@ -429,6 +438,14 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         self._modelCache = None
 
     # --- images --------------------------------------------------------------------------
+
+    @staticmethod
+    def loadExamples(folder) -> list:
+        """Load the example radiographs (the DICOM files in ``folder``) as volumes."""
+        paths = sorted(Path(folder).glob("*.dcm"))
+        if not paths:
+            raise ValueError(f"no example radiographs in {folder}")
+        return [slicer.util.loadVolume(str(p), {"singleFile": True, "name": f"Example {p.stem}"}) for p in paths]
 
     @staticmethod
     def _ijkToRas(volumeNode):

@@ -773,6 +773,16 @@ def _update_from_array(node, array, world=False):
     node.InvokeEvent(EVENTS["PointModifiedEvent"])
 
 
+def _load_volume(scene, path):
+    """slicer.util.loadVolume of a 2D image: one slice, i along L, j along P, spacing from the file."""
+    from KneeAlignmentLib.imageio import read_radiograph
+
+    radiograph = read_radiograph(path)
+    row_mm, col_mm = radiograph.spacing_mm or (1.0, 1.0)
+    ijk_to_ras = np.diag([-col_mm, -row_mm, 1.0, 1.0])
+    return scene.add(_Volume(scene, radiograph.pixels[None], ijk_to_ras))
+
+
 def _stand_in_modules(scene: _Scene) -> dict[str, types.ModuleType]:
     class Base:
         def __init__(self, *args, **kwargs):
@@ -806,6 +816,7 @@ def _stand_in_modules(scene: _Scene) -> dict[str, types.ModuleType]:
     util.settingsValue = lambda key, default, converter=lambda v: v, settings=None: default
     util.addVolumeFromArray = lambda array, ijk_to_ras, name: scene.add(_Volume(scene, np.array(array), ijk_to_ras))
     util.getNodesByClass = scene.of_class
+    util.loadVolume = lambda path, properties: _load_volume(scene, path)
     vtk.vtkMatrix4x4 = type("vtkMatrix4x4", (), {})
     vtk.vtkDoubleArray = lambda: _Array(numeric=True)
     vtk.vtkStringArray = lambda: _Array(numeric=False)
@@ -1001,6 +1012,16 @@ def test_volume_is_measured_as_displayed_with_its_dicom_side(module, scene, monk
     monkeypatch.setattr(sys.modules["slicer"], "dicomDatabase", Database(), raising=False)
     image = module.KneeAlignmentLogic.volumeImage(volume)
     assert (image.radiograph.side, image.radiograph.side_source) == ("L", "DICOM ImageLaterality")
+
+
+def test_example_radiographs_load_as_volumes(module, scene, tmp_path):
+    volumes = module.KneeAlignmentLogic.loadExamples(MODULE_DIR / "Resources" / "Examples")
+    assert len(volumes) == 2  # a pre-op and a post-op phantom
+    for volume in volumes:
+        image = module.KneeAlignmentLogic.volumeImage(volume)
+        assert image.radiograph.shape == (1024, 832)
+    with pytest.raises(ValueError, match="no example radiographs"):
+        module.KneeAlignmentLogic.loadExamples(tmp_path)
 
 
 def test_point_list_problems_are_named(module, scene):

@@ -15,15 +15,20 @@ step="${1:-all}"
 work="${2:-runs/shipped}"
 models="KneeAlignment/Resources/Models"
 configs="Training/configs"
-size=(1024 832)  # H W: the local crops then sample about 0.5 mm/px of the radiograph
+size=(1024 832)  # H W, about 0.3 mm/px
 
 data() {
     kneealign synth --kind preop --n 600 --seed 1001 --size "${size[@]}" --workers 2 --out "$work/train/preop"
     kneealign synth --kind postop --n 600 --seed 1002 --size "${size[@]}" --workers 2 --out "$work/train/postop"
     kneealign synth --kind preop --n 300 --seed 9001 --size "${size[@]}" --workers 2 --out "$work/test/preop"
     kneealign synth --kind postop --n 300 --seed 9002 --size "${size[@]}" --workers 2 --out "$work/test/postop"
-    # one manifest over both kinds for the global stage (ids prefixed, so none repeats)
-    python - "$work/train" <<'EOF'
+    merge_manifests "$work/train"  # the global stage trains on both kinds
+    merge_manifests "$work/test"   # --model auto is evaluated on both
+}
+
+# One manifest.csv in FOLDER over FOLDER/preop and FOLDER/postop (case ids prefixed by kind).
+merge_manifests() {
+    python - "$1" <<'EOF'
 import csv, sys
 from pathlib import Path
 root = Path(sys.argv[1])
@@ -49,12 +54,16 @@ train() {
         --out "$work/local_preop" "${common[@]}" > "$work/local_preop.log" 2>&1 &
     OMP_NUM_THREADS=1 kneealign-train local --config "$configs/local_postop_lite.yaml" --data "$work/train/postop" \
         --out "$work/local_postop" "${common[@]}" > "$work/local_postop.log" 2>&1 &
-    wait
+    local job
+    for job in $(jobs -p); do wait "$job"; done  # a failed stage fails the script
 }
 
 export_models() {
+    local stage what
     for stage in global local_preop local_postop; do
-        kneealign-train export "$work/$stage" --out "$models/$stage" --version 1.0.0 --overwrite
+        what="${stage/local_/}"; what="${what/global/reference points}"
+        kneealign-train export "$work/$stage" --out "$models/$stage" --version 1.0.0 --overwrite \
+            --description "KneeAlignment $stage stage ($what), lite preset. Trained on synthetic radiographs only (the project's phantom: kneealign synth, seeds 1001 and 1002, 600 pre-op and 600 post-op cases); its accuracy on real radiographs is unknown until it is validated on clinical data. Research use only: not for clinical use."
     done
 }
 
@@ -62,6 +71,7 @@ evaluate() {
     for kind in preop postop; do
         kneealign evaluate --models-dir "$models" --data "$work/test/$kind" --out "$work/report_$kind"
     done
+    kneealign evaluate --models-dir "$models" --data "$work/test" --model auto --out "$work/report_auto"
 }
 
 mkdir -p "$work"
