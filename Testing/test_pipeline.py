@@ -235,15 +235,18 @@ def test_equal_confidence_both_ways_flags_the_side_but_anatomy_decides(models):
     assert result.evidence["preop_confidence_as_right"] == pytest.approx(result.evidence["preop_confidence_as_left"])
 
 
-def test_kind_given_runs_one_local_model_and_the_metal_cue_flags_a_contradiction(models):
+def test_kind_given_runs_one_local_model_and_post_op_without_metal_is_flagged(models):
     knee = make_knee("postop", "R")
     oracle = oracle_models(models, [knee])
     result = measure(knee.radiograph(), oracle, kind="preop")
     assert (result.kind, result.kind_source) == ("preop", "given")
     assert oracle.local("postop").network.seen == 0
-    assert result.flag_codes == ("kind_uncertain",) and "implants" in result.reason
-    assert result.evidence["metal_fraction"] > 0.01
     assert [m.role for m in result.models] == ["global", "local_preop"]
+    assert result.evidence["metal_fraction"] > 0.01 and result.status == "ok"  # saturation alone: no doubt
+    dull = dataclasses.replace(knee, pixels=np.minimum(knee.pixels, 0.9))  # implants that do not saturate
+    result = measure(dull.radiograph(), oracle_models(models, [dull]), kind="postop")
+    assert result.evidence["metal_fraction"] == 0.0
+    assert result.flag_codes == ("kind_uncertain",) and "metal-like" in result.reason
 
 
 def test_a_single_local_model_decides_the_kind(tmp_path):
@@ -475,3 +478,24 @@ def test_bundles_that_do_not_fit_their_role_are_refused(tmp_path, problem, match
     save_bundle(root / "local_preop", network, overwrite=True, **fields)
     with pytest.raises(BundleError, match=match):
         ModelSet.load(root, device="cpu")
+
+
+def test_a_few_weak_landmarks_pass_many_are_flagged_and_weak_reference_points_suggest_a_wrong_view():
+    from KneeAlignmentLib import qc
+    from KneeAlignmentLib.measurement import Landmarks
+
+    schema = load_schema("preop")
+    points = example_landmarks_px("preop", spacing_mm=0.5, image_size=(640, 512))
+
+    def codes(confidence, ref_conf=(0.9, 0.9)):
+        landmarks = Landmarks("preop", schema.version, schema.names, points, np.asarray(confidence, float))
+        return [f.code for f in qc.confidence_flags(landmarks, np.asarray(ref_conf))]
+
+    conf = np.full(len(schema), 0.8)
+    conf[:int(qc.WEAK_LANDMARK_FRACTION_MAX * len(schema))] = 0.1  # as many weak ones as allowed
+    assert codes(conf) == []
+    conf[:int(qc.WEAK_LANDMARK_FRACTION_MAX * len(schema)) + 1] = 0.1
+    assert codes(conf) == ["low_landmark_confidence"]
+    assert codes(np.full(len(schema), 0.8), ref_conf=(0.9, qc.GLOBAL_CONFIDENCE_MIN - 0.01)) == ["wrong_view_suspected"]
+    assert codes(np.full(len(schema), 0.2)) == ["low_landmark_confidence", "low_mean_confidence",
+                                                "wrong_view_suspected"]
