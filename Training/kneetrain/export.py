@@ -39,10 +39,12 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, name: str | None =
 
     Returns the bundle folder.
     """
-    path = Path(checkpoint)
+    path, last = Path(checkpoint), None
     if path.is_dir():
-        path = path / "checkpoints" / "best.pt"
+        path, last = path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"
     state = load_checkpoint(path)
+    # best.pt is last.pt as it was at the best epoch: the run's length is in last.pt
+    trained = int(load_checkpoint(last)["epoch"] if last is not None and last.is_file() else state["epoch"]) + 1
     run = state["run"]
     network = build_network(HourglassConfig.from_dict(run["network"]))
     network.load_state_dict(state["model"])
@@ -50,7 +52,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, name: str | None =
     label = "-".join(p for p in ("kneealign", stage, schema, run["preset"]) if p)
     best = state["best"]
     metrics = {k: v for k, v in state["metrics"].items() if math.isfinite(v)}
-    metrics |= {"epoch": best["epoch"], "selected_by": best["metric"], "epochs_trained": int(state["epoch"]) + 1,
+    metrics |= {"epoch": best["epoch"], "selected_by": best["metric"], "epochs_trained": trained,
                 "config": state["config"]}
     text = description or (f"{stage.capitalize()}-stage stacked hourglass of KneeAlignment "
                            f"({'reference points' if stage == 'global' else f'{schema} landmarks'}), trained with "
