@@ -481,7 +481,8 @@ _CASE_COLUMNS = ("case_id", "kind", "kind_pred", "status", "qc_flags", "side_tru
 
 def _case_row(r: CaseResult, failure_deg: float) -> dict[str, str]:
     px, mm = r.errors()
-    row = {"case_id": r.case_id, "kind": r.kind, "kind_pred": r.kind_pred or "", "status": r.status, "qc_flags": ";".join(r.qc_flags),
+    row = {"case_id": r.case_id, "kind": r.kind, "kind_pred": r.kind_pred or "", "status": r.status,
+           "qc_flags": ";".join(r.qc_flags),
            "side_true": r.side_true, "side_pred": r.side_pred or "",
            "spacing_row_mm": _num(r.spacing_mm[0] if r.spacing_mm else math.nan),
            "spacing_col_mm": _num(r.spacing_mm[1] if r.spacing_mm else math.nan),

@@ -24,6 +24,7 @@ import torch
 
 from KneeAlignmentLib.evaluation import AnnotatedImage, evaluate, find_cases, summarize
 from KneeAlignmentLib.imageio import radiograph_from_array
+from KneeAlignmentLib.phantom.xray import gaussian_blur
 from KneeAlignmentLib.pipeline import ModelSet
 
 
@@ -34,18 +35,6 @@ def _with(case: AnnotatedImage, pixels: np.ndarray, points: np.ndarray | None = 
                                        value_range=(0.0, 1.0))
     return dataclasses.replace(case, radiograph=radiograph,
                                points_px=case.points_px if points is None else points)
-
-
-def _gauss_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    radius = int(3 * sigma) + 1
-    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    k = torch.tensor(k / k.sum(), dtype=torch.float32)
-    x = torch.tensor(image, dtype=torch.float32)[None, None]
-    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (radius, radius, 0, 0), mode="replicate"),
-                                   k.view(1, 1, 1, -1))
-    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, radius, radius), mode="replicate"),
-                                   k.view(1, 1, -1, 1))
-    return x[0, 0].numpy().astype(np.float64)
 
 
 def _rotate(case: AnnotatedImage, degrees: float) -> AnnotatedImage:
@@ -90,7 +79,7 @@ PERTURBATIONS = {
     "gamma 0.5": lambda c, rng: _with(c, c.radiograph.pixels ** 0.5),
     "gamma 2": lambda c, rng: _with(c, c.radiograph.pixels ** 2.0),
     "noise sd 0.05": lambda c, rng: _with(c, c.radiograph.pixels + rng.normal(0.0, 0.05, c.radiograph.shape)),
-    "blur 2 px": lambda c, rng: _with(c, _gauss_blur(c.radiograph.pixels, 2.0)),
+    "blur 2 px": lambda c, rng: _with(c, gaussian_blur(c.radiograph.pixels, (2.0, 2.0))),
     "rotated 15 deg": lambda c, rng: _rotate(c, 15.0),
     "half resolution": lambda c, rng: _half_resolution(c),
     "knee off centre": lambda c, rng: _off_centre(c),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .xray import gaussian_blur
+
 __all__ = ["WRONG_VIEWS", "MM_PER_PX", "render_wrong_view"]
 
 WRONG_VIEWS = ("lateral_knee", "hand", "chest", "pelvis", "empty")
@@ -73,7 +75,8 @@ def _hand(x, y, rng, w, h):
         length = (60.0, 70.0, 75.0, 70.0, 55.0)[i]
         tip = base + np.array([np.sin(direction), -np.cos(direction)]) * (length + 80.0)
         meta = base + np.array([np.sin(direction), -np.cos(direction)]) * 70.0
-        bone = bone + _tube_bone(x, y, base, meta, 4.5, 1.5)[0] + _tube_bone(x, y, meta + 0.05 * (tip - meta), tip, 3.8, 1.3)[0]
+        phalanges = _tube_bone(x, y, meta + 0.05 * (tip - meta), tip, 3.8, 1.3)[0]
+        bone = bone + _tube_bone(x, y, base, meta, 4.5, 1.5)[0] + phalanges
         soft = soft + _capsule(x, y, meta, tip, 9.0)
     bone = bone + 0.7 * _ellipsoid(x, y, wrist, (35.0, 18.0))  # carpal bones
     return bone, soft
@@ -115,15 +118,6 @@ def _empty(x, y, rng, w, h):
 _BUILDERS = {"lateral_knee": _lateral_knee, "hand": _hand, "chest": _chest, "pelvis": _pelvis, "empty": _empty}
 
 
-def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur (sigma in px)."""
-    radius = max(1, int(3 * sigma))
-    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    k /= k.sum()
-    out = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 1, image)
-    return np.apply_along_axis(lambda c: np.convolve(c, k, mode="same"), 0, out)
-
-
 def render_wrong_view(view: str, seed: int, size: tuple[int, int] = (1024, 832)) -> np.ndarray:
     """One radiograph of ``view`` (see ``WRONG_VIEWS``), (H, W) in [0, 1], seeded."""
     if view not in _BUILDERS:
@@ -135,6 +129,6 @@ def render_wrong_view(view: str, seed: int, size: tuple[int, int] = (1024, 832))
     line_integral = _MU_BONE * bone + _MU_SOFT * soft
     photons = rng.uniform(2e3, 2e4)
     signal = rng.poisson(photons * np.exp(-line_integral)) / photons  # quantum noise
-    log_signal = -np.log(np.clip(_blur(signal, rng.uniform(0.6, 1.5)), 1e-4, None))
+    log_signal = -np.log(np.clip(gaussian_blur(signal, (rng.uniform(0.6, 1.5),) * 2), 1e-4, None))
     image = (log_signal - log_signal.min()) / max(float(np.ptp(log_signal)), 1e-6)
     return np.clip(image, 0.0, 1.0) ** rng.uniform(0.7, 1.4)

@@ -44,7 +44,7 @@ from .joint import Knee, limb_outline
 from .outline import smoothstep
 from .raster import edge_distance
 
-__all__ = ["MATERIALS", "RENDER_MM", "Rendered", "attenuation", "render"]
+__all__ = ["MATERIALS", "RENDER_MM", "Rendered", "attenuation", "gaussian_blur", "render"]
 
 RENDER_MM = 0.3
 
@@ -97,7 +97,7 @@ class Rendered:
     field_mask: np.ndarray
 
 
-def _gauss(img: np.ndarray, sigma_px) -> np.ndarray:
+def gaussian_blur(img: np.ndarray, sigma_px) -> np.ndarray:
     """Recursive Gaussian (SimpleITK, one thread: deterministic and one core), sigma (x, y) px."""
     flt = sitk.SmoothingRecursiveGaussianImageFilter()
     flt.SetSigma([max(float(s), 0.6) for s in sigma_px])
@@ -185,7 +185,7 @@ def _texture(rng: np.random.Generator, shape, mm_per_px: float) -> np.ndarray:
     """Trabecular texture (zero mean, ~unit std): the ridges of band-limited noise form a
     network of struts ~1-2 mm apart, elongated along y as the load-bearing trabeculae."""
     noise = rng.standard_normal(shape, dtype=np.float32)
-    band = _gauss(noise, (0.38 / mm_per_px, 0.62 / mm_per_px)) - _gauss(noise, (1.15 / mm_per_px, 1.9 / mm_per_px))
+    band = gaussian_blur(noise, (0.38 / mm_per_px, 0.62 / mm_per_px)) - gaussian_blur(noise, (1.15 / mm_per_px, 1.9 / mm_per_px))
     band /= max(float(band.std()), 1e-6)
     struts = np.exp(-(band / 0.5) ** 2)
     struts -= struts.mean()
@@ -193,7 +193,7 @@ def _texture(rng: np.random.Generator, shape, mm_per_px: float) -> np.ndarray:
     # bone is not equally coarse everywhere: modulate the strut contrast over ~1 cm
     q = max(1, int(round(2.0 / mm_per_px)))
     small = (-(-shape[0] // q), -(-shape[1] // q))
-    m = _gauss(rng.standard_normal(small, dtype=np.float32), (6.0 / (mm_per_px * q),) * 2)
+    m = gaussian_blur(rng.standard_normal(small, dtype=np.float32), (6.0 / (mm_per_px * q),) * 2)
     m = upsample((m / max(float(m.std()), 1e-6)).astype(np.float32), q, shape)
     return struts * np.clip(1.0 + 0.45 * m, 0.2, 2.0)
 
@@ -291,9 +291,9 @@ def _limb_into(P, knee: Knee, grid: _Grid, mu: dict, rng: np.random.Generator):
     q = max(1, int(round(1.5 / grid.mm)))
     small = (-(-h // q), -(-w // q))
     n = rng.standard_normal(small, dtype=np.float32)
-    lumps = _gauss(n, (10.0 / (grid.mm * q),) * 2)
+    lumps = gaussian_blur(n, (10.0 / (grid.mm * q),) * 2)
     lumps /= max(float(lumps.std()), 1e-6)
-    band = _gauss(n, (2.5 / (grid.mm * q), 5.0 / (grid.mm * q))) - lumps * float(lumps.std())
+    band = gaussian_blur(n, (2.5 / (grid.mm * q), 5.0 / (grid.mm * q))) - lumps * float(lumps.std())
     band /= max(float(band.std()), 1e-6)
     planes = np.exp(-(band / 0.3) ** 2)
     field = upsample((0.012 * lumps - 0.008 * planes).astype(np.float32), q, (h, w))
@@ -469,7 +469,7 @@ def _scatter(primary, P, im: ImagingParams, grid: _Grid, in_body) -> np.ndarray:
     q = max(1, int(round(3.0 / grid.mm)))
     p_eff = P / (1.0 + im.beam_hardening * P)
     source = _downsample_mean(primary * np.exp(0.5 * p_eff) * p_eff, q)  # i0 * p * exp(-p / 2)
-    spread = np.maximum(_gauss(source, (25.0 / (grid.mm * q),) * 2), 0.0)  # no ringing below 0
+    spread = np.maximum(gaussian_blur(source, (25.0 / (grid.mm * q),) * 2), 0.0)  # no ringing below 0
     spread = upsample(spread.astype(np.float32), q, (h, w))
     if not in_body.any():
         return np.zeros((h, w), dtype=np.float32)
@@ -536,10 +536,10 @@ def _processing(log_r, im: ImagingParams, grid: _Grid, field_open, in_body, bone
     level = log_r
     if metal_r.any() and (bone_mask & ~metal_r).any():
         level = np.where(metal_r, np.minimum(log_r, np.percentile(log_r[bone_mask & ~metal_r], 99.5)), log_r)
-    big = upsample(_gauss(_downsample_mean(level, qe), (im.equalisation_sigma_mm / (grid.mm * qe),) * 2)
+    big = upsample(gaussian_blur(_downsample_mean(level, qe), (im.equalisation_sigma_mm / (grid.mm * qe),) * 2)
                    .astype(np.float32), qe, (h, w))
     mean_body = float(log_r[in_body & field_open].mean()) if (in_body & field_open).any() else 0.0
-    detail = log_r - _gauss(log_r, (im.detail_sigma_mm / grid.mm,) * 2)
+    detail = log_r - gaussian_blur(log_r, (im.detail_sigma_mm / grid.mm,) * 2)
     correction = (-im.equalisation * (big - mean_body) + im.detail_gain * detail).astype(np.float32)
     # window as a DR console sets it from the histogram: median soft tissue and the bone's
     # high percentile go to chosen display levels; air falls to black, metal saturates
