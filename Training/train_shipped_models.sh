@@ -4,10 +4,11 @@
 #
 #   bash Training/train_shipped_models.sh [data|train|export|evaluate|all] [WORK]
 #
-# WORK (default runs/shipped) receives the data, the run folders and the report. Run it in
+# WORK (default runs/shipped) receives the data and the run folders; the reports go to
+# docs/accuracy/{preop,postop,auto}. Run it in
 # the project's virtual environment from the repository root. On 2 CPU cores `data` takes
-# about 15 minutes, `train` about 90 (the three stages train side by side, one thread each),
-# `evaluate` about 10. Seeds: training 1001 (pre-op) and 1002 (post-op); test 9001 and
+# about 10 minutes, `train` 80 (the three stages train side by side, one thread each),
+# `evaluate` about 5. Seeds: training 1001 (pre-op) and 1002 (post-op); test 9001 and
 # 9002, disjoint from training and from the trainer's own phantom streams.
 set -euo pipefail
 
@@ -67,11 +68,11 @@ export_models() {
     done
 }
 
-evaluate() {
+evaluate() {  # the reports README "Accuracy" shows
     for kind in preop postop; do
-        kneealign evaluate --models-dir "$models" --data "$work/test/$kind" --out "$work/report_$kind"
+        kneealign evaluate --models-dir "$models" --data "$work/test/$kind" --out "docs/accuracy/$kind"
     done
-    kneealign evaluate --models-dir "$models" --data "$work/test" --model auto --out "$work/report_auto"
+    kneealign evaluate --models-dir "$models" --data "$work/test" --model auto --out docs/accuracy/auto
 }
 
 mkdir -p "$work"
