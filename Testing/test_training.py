@@ -23,9 +23,9 @@ from KneeAlignmentLib.pipeline import StageModel
 from KneeAlignmentLib.schema import load_schema
 from KneeAlignmentLib import cli as kneealign_cli
 from kneetrain import cli
-from kneetrain.augment import Augmenter
+from kneetrain.augment import Augmenter, crop_field_of_view
 from kneetrain.checkpoint import CheckpointError, load_checkpoint
-from kneetrain.config import AugmentConfig, ConfigError, JitterConfig, TrainConfig, load_config
+from kneetrain.config import AugmentConfig, ConfigError, FieldOfViewAug, JitterConfig, TrainConfig, load_config
 from kneetrain.data import FolderSource, PhantomSource, make_split, read_split, split_cases, validate_cases, write_split
 from kneetrain.export import export_bundle
 from kneetrain.losses import LandmarkLoss, wing_loss
@@ -104,6 +104,34 @@ def test_cutout_and_intensity_change_pixels_not_points():
     image, out, side = Augmenter(augment, (64, 80))(torch.rand(1, 64, 80), points, "R", 5)
     assert np.array_equal(out, points) and side == "R"
     assert (image == 0).sum() >= 3 * 6 * 6  # three holes of at least 6 x 6 px
+
+
+def test_field_of_view_crop_keeps_pixels_under_shifted_points_and_draws_nothing_when_off():
+    cfg = AugmentConfig(field_of_view=FieldOfViewAug(prob=1.0, max_cut=0.3))
+    image = np.random.default_rng(0).random((100, 80))
+    for seed in range(5):
+        cropped, offset = crop_field_of_view(image, cfg, np.random.default_rng(seed))
+        left, top = offset.astype(int)
+        assert cropped.shape[0] > 40 and cropped.shape[1] > 32 and cropped.shape != image.shape
+        np.testing.assert_array_equal(cropped, image[top:top + cropped.shape[0], left:left + cropped.shape[1]])
+    rng = np.random.default_rng(1)
+    same, offset = crop_field_of_view(image, AugmentConfig(), rng)
+    assert same is image and not offset.any() and rng.random() == np.random.default_rng(1).random()
+
+
+def test_field_of_view_crop_makes_the_cut_landmarks_missing(tmp_path):
+    write_case(tmp_path, "knee", "preop", knee_points("preop", "R", np.random.default_rng(4)))
+    cfg = tiny_config(augment={"field_of_view": {"prob": 1.0, "max_cut": 0.45}})
+    dataset = StageDataset(FolderSource(find_cases(tmp_path), "preop"), stage_setup(cfg), cfg, train=True)
+    missing = []
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        item = dataset[0]
+        assert item["image"].shape == (1, 64, 64)
+        missing.append(int((~item["visible"]).sum()))
+    assert max(missing) > 0 and min(missing) < 134  # cut-away landmarks are not targets
+    with pytest.raises(ConfigError, match="max_cut"):
+        tiny_config(augment={"field_of_view": {"prob": 1.0, "max_cut": 0.5}})
 
 
 # --- views and jitter -------------------------------------------------------------------------

@@ -10,7 +10,8 @@ so every landmark keeps its index and only the side label changes (no pair swap)
 Everything happens in network-input space (after the letterbox or the local crop), at
 the resolution the network sees, so augmentation costs little. Intensity inversion is
 the exception: it is applied to the radiograph before the view (``invert_radiograph``)
-so that the letterbox padding stays black as at inference.
+so that the letterbox padding stays black as at inference; so is the field-of-view crop
+(``crop_field_of_view``), which changes what the view sees of the image.
 
 Per-sample randomness comes from one integer seed (see ``sample_seed``): the same
 (seed, epoch, index) gives the same augmentation in any worker process, which makes
@@ -40,7 +41,7 @@ from monai.transforms import (
 
 from .config import AugmentConfig
 
-__all__ = ["Augmenter", "sample_seed", "invert_radiograph"]
+__all__ = ["Augmenter", "sample_seed", "invert_radiograph", "crop_field_of_view"]
 
 
 def sample_seed(*keys: int) -> int:
@@ -53,6 +54,22 @@ def invert_radiograph(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Gene
     if cfg.invert.prob > 0.0 and rng.random() < cfg.invert.prob:
         return 1.0 - image
     return image
+
+
+def crop_field_of_view(image: np.ndarray, cfg: AugmentConfig,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """With probability ``cfg.field_of_view.prob`` cut the radiograph (H, W) to a smaller field.
+
+    Returns (image, offset): offset (2,) is the (x, y) of the kept part's first pixel in
+    the input, to subtract from points. No random draw when the probability is 0.
+    """
+    f = cfg.field_of_view
+    if f.prob > 0.0 and rng.random() < f.prob:
+        h, w = image.shape
+        top, bottom = (rng.uniform(0.0, f.max_cut, 2) * h).astype(int)
+        left, right = (rng.uniform(0.0, f.max_cut, 2) * w).astype(int)
+        return image[top:h - bottom, left:w - right], np.array([left, top], dtype=np.float64)
+    return image, np.zeros(2)
 
 
 class Augmenter:

@@ -59,6 +59,16 @@ class NoiseAug:
 
 
 @dataclasses.dataclass(frozen=True)
+class FieldOfViewAug:
+    """A tighter field of view: up to ``max_cut`` of the radiograph's height and width cut
+    away at each of its four sides (drawn independently), so that the knee moves towards
+    the border and the view reaches beyond the image."""
+
+    prob: float = 0.0
+    max_cut: float = 0.0  # fraction of the height (top, bottom) or width (left, right), < 0.5
+
+
+@dataclasses.dataclass(frozen=True)
 class CutoutAug:
     prob: float = 0.0
     holes: int = 1
@@ -75,6 +85,7 @@ class AugmentConfig:
     gamma: ProbRange = ProbRange()
     contrast: ProbRange = ProbRange()  # intensity scaled about its mean by a factor in range
     invert: Probability = Probability()  # 1 - image, applied to the radiograph before the view
+    field_of_view: FieldOfViewAug = FieldOfViewAug()  # applied to the radiograph before the view
     noise: NoiseAug = NoiseAug()
     blur: ProbRange = ProbRange(range=(0.5, 1.0))  # Gaussian sigma in input px
     cutout: CutoutAug = CutoutAug()
@@ -288,7 +299,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
     aug = cfg.augment
     for key, prob in (("affine", aug.affine.prob), ("flip", aug.flip.prob), ("gamma", aug.gamma.prob),
                       ("contrast", aug.contrast.prob), ("invert", aug.invert.prob), ("noise", aug.noise.prob),
-                      ("blur", aug.blur.prob), ("cutout", aug.cutout.prob)):
+                      ("blur", aug.blur.prob), ("cutout", aug.cutout.prob), ("field_of_view", aug.field_of_view.prob)):
         need(0.0 <= prob <= 1.0, f"augment.{key}.prob", prob, "in [0, 1]")
     for key, (lo, hi) in (("gamma", aug.gamma.range), ("contrast", aug.contrast.range), ("blur", aug.blur.range)):
         need(0.0 < lo <= hi, f"augment.{key}.range", (lo, hi), "0 < low <= high")
@@ -296,6 +307,8 @@ def _check_ranges(cfg: TrainConfig) -> None:
     lo, hi = aug.cutout.size_frac
     need(0.0 < lo <= hi <= 1.0, "augment.cutout.size_frac", (lo, hi), "0 < low <= high <= 1")
     need(aug.cutout.holes >= 1, "augment.cutout.holes", aug.cutout.holes, ">= 1")
+    need(0.0 <= aug.field_of_view.max_cut < 0.5, "augment.field_of_view.max_cut", aug.field_of_view.max_cut,
+         "in [0, 0.5)")
     if cfg.stage == "local":
         need(aug.flip.prob == 0.0, "augment.flip.prob", aug.flip.prob,
              "0 for the local stage (its crops always show a right knee)")

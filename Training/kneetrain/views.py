@@ -39,7 +39,7 @@ from KneeAlignmentLib.networks import HourglassConfig, preset
 from KneeAlignmentLib.pipeline import FILL
 from KneeAlignmentLib.schema import LandmarkSchema, load_schema
 
-from .augment import Augmenter, invert_radiograph, sample_seed
+from .augment import Augmenter, crop_field_of_view, invert_radiograph, sample_seed
 from .config import ConfigError, JitterConfig, TrainConfig
 
 __all__ = ["StageSetup", "StageDataset", "stage_setup", "jitter_reference", "resolve_jitter"]
@@ -169,14 +169,19 @@ class StageDataset(Dataset):
         seed = sample_seed(self.cfg.seed, self.stream, epoch, index)
         rng = np.random.default_rng(seed)
         item: AnnotatedImage = self.source.load(index, self.epoch)
-        pixels = item.radiograph.pixels
+        pixels, points_px = item.radiograph.pixels, item.points_px
+        ref_px = item.schema.reference_points(points_px)
         if self.train:
             pixels = invert_radiograph(pixels, self.cfg.augment, rng)
+            pixels, offset = crop_field_of_view(pixels, self.cfg.augment, rng)
+            points_px, ref_px = points_px - offset, ref_px - offset
+            h, w = pixels.shape  # landmarks cut away are missing, not targets
+            outside = (points_px < -0.5).any(axis=1) | (points_px[:, 0] > w - 0.5) | (points_px[:, 1] > h - 0.5)
+            points_px = np.where(outside[:, None], np.nan, points_px)
         image_t = torch.tensor(pixels, dtype=torch.float32)
-        ref_px = item.schema.reference_points(item.points_px)
         side = item.side
         if self.setup.stage == "global":
-            box = Letterbox.fit(item.radiograph.shape, self.setup.network.input_size)
+            box = Letterbox.fit(pixels.shape, self.setup.network.input_size)
             view = box.apply(image_t, fill=FILL)
             points_in, to_image = box.to_target(ref_px), np.eye(2) / box.scale
         else:
@@ -184,7 +189,7 @@ class StageDataset(Dataset):
                 ref_px = jitter_reference(ref_px, item.radiograph.spacing_mm, self.jitter, rng)
             frame = ReferenceFrame.from_reference_points(ref_px, self.setup.frame_spec, side)
             view = frame.warp(image_t, fill=FILL)
-            points_in, to_image = frame.to_crop(item.points_px), frame.inverse_matrix[:, :2]
+            points_in, to_image = frame.to_crop(points_px), frame.inverse_matrix[:, :2]
         view = view[None]
         if self.augmenter is not None:
             view, points_in, side = self.augmenter(view, points_in, side, seed)
