@@ -20,6 +20,17 @@ EXAMPLES = Path(__file__).resolve().parent / "data" / "examples"  # annotated ex
 EXAMPLE_RADIOGRAPHS = Path(__file__).resolve().parent.parent / "Resources" / "Examples"  # phantom DICOMs
 
 
+def _add_models_dir(p, *aliases: str) -> None:
+    p.add_argument("--models-dir", *aliases, dest="models_dir", type=Path, metavar="DIR",
+                   help="models folder with global/, local_preop/, local_postop/ bundles "
+                        "(default: $KNEEALIGN_MODELS, else the bundled Resources/Models)")
+
+
+def _add_device(p, note: str = "") -> None:
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help=f"where the networks run (default: CUDA when available{note})")
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, sort_keys=False))
 
@@ -215,10 +226,8 @@ def _add_demo(sub):
                                    "and overlays (<case>.png) to --out.")
     p.add_argument("--out", type=Path, default=Path("kneealign-demo"),
                    help="output folder (default: ./kneealign-demo)")
-    p.add_argument("--models-dir", type=Path, metavar="DIR",
-                   help="models folder (default: $KNEEALIGN_MODELS, else the bundled Resources/Models)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="where the networks run (default: CUDA when available)")
+    _add_models_dir(p)
+    _add_device(p)
     p.set_defaults(func=_cmd_demo)
 
 
@@ -277,13 +286,10 @@ def _add_measure(sub):
                         "the only outputs carrying the source's patient identifiers")
     p.add_argument("--model", choices=["auto", "preop", "postop"], default="auto",
                    help="pre-op or post-op (implants) model (default: auto, decided per image)")
-    p.add_argument("--models-dir", type=Path, metavar="DIR",
-                   help="models folder with global/, local_preop/, local_postop/ bundles "
-                        "(default: $KNEEALIGN_MODELS, else the bundled Resources/Models)")
+    _add_models_dir(p)
     p.add_argument("--side", choices=["L", "R"],
                    help="knee side for images whose file does not state it (default: detected)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="where the networks run (default: CUDA when available; cuda:LOCAL_RANK under torchrun)")
+    _add_device(p, "; cuda:LOCAL_RANK under torchrun")
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per network batch (default: 4)")
     p.add_argument("--workers", type=int, default=2, metavar="N",
                    help="processes decoding images while the networks run (default: 2; 0: none)")
@@ -365,9 +371,7 @@ def _add_evaluate(sub):
                     "(px and mm; overall, per group, per landmark), aTFA agreement (mean absolute difference, "
                     "Bland-Altman bias and limits, ICC(A,1) and ICC(C,1), failure rate), plots and a "
                     "Markdown summary in REPORT_DIR.")
-    p.add_argument("--models-dir", "--models", dest="models_dir", type=Path, metavar="DIR",
-                   help="models folder with global/, local_preop/, local_postop/ bundles "
-                        "(default: $KNEEALIGN_MODELS, else the bundled Resources/Models)")
+    _add_models_dir(p, "--models")
     p.add_argument("--data", type=Path, required=True, metavar="DIR", help="annotated dataset folder")
     p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="where the report goes")
     p.add_argument("--split", type=Path, metavar="SPLIT_JSON",
@@ -379,8 +383,7 @@ def _add_evaluate(sub):
                         "measure does (the report then says how often the decision was right)")
     p.add_argument("--failure-deg", type=float, default=3.0,
                    help="an aTFA error above this counts as a failure (default: 3)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="where the networks run (default: CUDA when available)")
+    _add_device(p)
     p.add_argument("--batch-size", type=int, default=4, help="images per network batch (default: 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import KneeAlignmentError, MarkupsError
-from .geometry import compute_alignment, infer_side
+from .geometry import compute_alignment, infer_side, outside_image
 from .imageio import Radiograph, read_radiograph
 from .markups import ImagePlane, read_landmarks, read_markups
 from .schema import KINDS, LandmarkSchema, kind_for_labels, load_schema
@@ -125,7 +125,7 @@ class AnnotatedCase:
         plane = ImagePlane.identity(radiograph.spacing_mm or (1.0, 1.0))
         points = read_landmarks(self.markups_path, schema.names, plane)
         h, w = radiograph.shape
-        outside = (points[:, 0] < -0.5) | (points[:, 0] > w - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > h - 0.5)
+        outside = outside_image(points, radiograph.shape)
         if outside.any():
             names = [schema.names[i] for i in np.flatnonzero(outside)]
             shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")

@@ -55,6 +55,7 @@ __all__ = [
     "format_alignment",
     "infer_side",
     "mm_per_px",
+    "outside_image",
     "readonly_array",
 ]
 
@@ -567,6 +568,15 @@ def readonly_array(array) -> np.ndarray:
 def mm_per_px(spacing_mm) -> np.ndarray:
     """(2,) millimetres per pixel along x and y from a (row_mm, col_mm) spacing."""
     return np.array([spacing_mm[1], spacing_mm[0]], dtype=np.float64)
+
+
+def outside_image(points_px, shape: tuple[int, int]) -> np.ndarray:
+    """(K,) True where a point (K, 2) lies beyond an (H, W) image's area [-0.5, W - 0.5] x
+    [-0.5, H - 0.5] (pixel centres at integers); NaN points count as inside."""
+    points = np.asarray(points_px, dtype=np.float64)
+    h, w = shape
+    x, y = points[:, 0], points[:, 1]
+    return (x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5)
 
 
 def _deg(value: float | None, note: str = "") -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import Alignment, mm_per_px
+from .geometry import Alignment, mm_per_px, outside_image
 from .measurement import Landmarks, QCFlag, reference_point_names
 from .schema import LandmarkSchema
 
@@ -71,8 +71,7 @@ def border_flags(shape: tuple[int, int], ref_px: np.ndarray, landmarks: Landmark
     if near:
         flags.append(QCFlag("reference_near_border", f"reference point(s) {', '.join(near)} near or beyond the "
                                                      f"image border"))
-    x, y = landmarks.points_px[:, 0], landmarks.points_px[:, 1]
-    outside = np.flatnonzero((x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5))
+    outside = np.flatnonzero(outside_image(landmarks.points_px, shape))
     if outside.size:
         flags.append(QCFlag("landmarks_outside_image", f"{outside.size} landmarks lie outside the image"))
     return flags

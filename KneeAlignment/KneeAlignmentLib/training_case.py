@@ -32,6 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import MarkupsError
+from .geometry import outside_image
 from .imageio import Radiograph
 from .markups import ImagePlane, write_landmarks
 from .schema import LandmarkSchema
@@ -124,7 +125,7 @@ def _checked_points(points_px: Any, schema: LandmarkSchema, shape: tuple[int, in
     if not np.isfinite(points).all():
         raise MarkupsError("every landmark must be placed (finite coordinates) in a training case")
     h, w = shape
-    outside = (points[:, 0] < -0.5) | (points[:, 0] > w - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > h - 0.5)
+    outside = outside_image(points, shape)
     if outside.any():
         names = [schema.names[i] for i in np.flatnonzero(outside)]
         raise MarkupsError(f"{len(names)} landmarks lie outside the {w}x{h} image: {', '.join(names[:6])}"

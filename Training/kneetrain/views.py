@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from KneeAlignmentLib.bundle import METADATA_FILE
 from KneeAlignmentLib.evaluation import AnnotatedImage
 from KneeAlignmentLib.frame import FrameSpec, Letterbox, ReferenceFrame
-from KneeAlignmentLib.geometry import mm_per_px
+from KneeAlignmentLib.geometry import mm_per_px, outside_image
 from KneeAlignmentLib.heatmaps import HeatmapCodec
 from KneeAlignmentLib.measurement import reference_point_names
 from KneeAlignmentLib.networks import HourglassConfig, preset
@@ -175,9 +175,8 @@ class StageDataset(Dataset):
             pixels = invert_radiograph(pixels, self.cfg.augment, rng)
             pixels, offset = crop_field_of_view(pixels, self.cfg.augment, rng)
             points_px, ref_px = points_px - offset, ref_px - offset
-            h, w = pixels.shape  # landmarks cut away are missing, not targets
-            outside = (points_px < -0.5).any(axis=1) | (points_px[:, 0] > w - 0.5) | (points_px[:, 1] > h - 0.5)
-            points_px = np.where(outside[:, None], np.nan, points_px)
+            # landmarks cut away are missing, not targets
+            points_px = np.where(outside_image(points_px, pixels.shape)[:, None], np.nan, points_px)
         image_t = torch.tensor(pixels, dtype=torch.float32)
         side = item.side
         if self.setup.stage == "global":
