@@ -374,3 +374,60 @@ def test_wrong_view_bone_is_brighter_than_soft_tissue():
 def test_unknown_wrong_view_is_refused():
     with pytest.raises(ValueError, match="view must be one of"):
         render_wrong_view("skull", 0)
+
+
+# --- real-film calibration (../shared/real-films.md) ---------------------------------------
+
+def test_shaft_widths_and_alignment_follow_the_real_films():
+    from KneeAlignmentLib.phantom.anatomy import sample_anatomy
+    from KneeAlignmentLib.phantom.joint import _sample_preop
+    rng = np.random.default_rng(0)
+    draws = [_sample_preop(rng) for _ in range(2000)]
+    atfa = np.array([d[1] for d in draws])
+    assert -4.0 < atfa.mean() < 0.0 and (atfa < 0).mean() > 0.55  # varus-dominant, as knees planned for TKA
+    anatomies = [sample_anatomy(rng, "preop", a, j, k) for k, a, j in draws[:400]]
+    femur = np.array([2 * p.femur_shaft_half_mm for p in anatomies])
+    tibia = np.array([2 * p.tibia_shaft_half_mm for p in anatomies])
+    assert abs(femur.mean() - 29.9) < 1.0 and abs(tibia.mean() - 23.2) < 1.0  # real 29.9 +- 2.7, 23.2 +- 3.2 mm
+    assert 2.0 < tibia.std() < 4.0 and 1.8 < femur.std() < 3.6
+
+
+def test_long_leg_crops_are_8_bit_exports_without_collimation():
+    for index in range(3):
+        case = render_case("preop", 11, index, (480, 240))
+        assert case.params["imaging.long_leg"] and not case.params["imaging.collimation"]
+        maxval = (1 << case.bits_stored) - 1
+        levels = np.round(np.arange(256) * (maxval / 255.0)).astype(np.uint16)
+        assert np.isin(np.unique(case.display), levels).all()  # 8-bit values, stored at bits_stored
+    assert not render_case("preop", 11, 0, (240, 200)).params["imaging.long_leg"]
+
+
+def _long_leg_knee():
+    """A right knee and its long-leg-crop acquisition (480 x 240 px)."""
+    from KneeAlignmentLib.phantom.imaging import sample_imaging
+    knee = build_knee("preop", np.random.default_rng(3))
+    axis = knee.poses["tibia"].rot @ np.array([0.0, 1.0])
+    return knee, sample_imaging(np.random.default_rng(4), knee.landmarks_mm, axis, (480, 240), "R", "T")
+
+
+def test_the_other_leg_enters_at_the_medial_edge():
+    from KneeAlignmentLib.phantom.xray import render
+    knee, im = _long_leg_knee()
+    with_leg = dataclasses.replace(im, other_leg_gap_mm=-10.0, ruler=None, seam=None, jpeg_quality=None)
+    images = [render(knee, m, np.random.default_rng(5), np.random.default_rng(6)).display.astype(float)
+              for m in (with_leg, dataclasses.replace(with_leg, other_leg_gap_mm=None))]
+    edge = slice(int(0.93 * 240), 240)  # a right knee's medial side is at +x
+    assert images[0][:, edge].mean() > images[1][:, edge].mean() + 0.05 * images[1].max()
+
+
+def test_ruler_ticks_every_5_mm_with_longer_centimetre_ticks():
+    from KneeAlignmentLib.phantom.xray import _draw_ruler
+    im = dataclasses.replace(_long_leg_knee()[1], spacing_mm=0.25,
+                             ruler={"x": 10.0, "direction": 1.0, "offset_mm": 0.0})
+    y = np.zeros((400, 60), dtype=np.float32)
+    _draw_ruler(y, im)
+    column = y[:, 10 + int(2.0 / 0.25)] > 0.5  # 2 mm from the base: every tick
+    starts = np.flatnonzero(column[1:] & ~column[:-1])
+    assert len(starts) in (19, 20) and np.allclose(np.diff(starts), 5.0 / 0.25, atol=1)
+    long_only = y[:, 10 + int(4.5 / 0.25)] > 0.5  # 4.5 mm: only the centimetre ticks reach
+    assert np.count_nonzero(long_only[1:] & ~long_only[:-1]) in (9, 10)

@@ -417,3 +417,37 @@ def test_local_jitter_can_come_from_a_global_bundle(dataset, tmp_path):
     cfg = tiny_config(jitter={"from_global_bundle": str(bundle)})
     dataset_view = StageDataset(FolderSource([], "preop"), stage_setup(cfg), cfg, train=True)
     assert dataset_view.jitter.point_sd_mm == pytest.approx(measured) and measured > 0
+
+
+def test_init_starts_from_a_bundle_and_refuses_one_that_does_not_fit(dataset, tmp_path):
+    Trainer(tiny_config(), [str(dataset)], tmp_path / "a", device="cpu", progress=False).fit(stop_after=1)
+    bundle = export_bundle(tmp_path / "a", tmp_path / "bundle")
+    start = Trainer(tiny_config(), [str(dataset)], tmp_path / "b", device="cpu", progress=False, init=bundle)
+    exported = load_bundle(bundle).network.state_dict()
+    assert all(torch.equal(v, exported[k]) for k, v in start.network.state_dict().items())
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["init"] == load_bundle(bundle).metadata.model_id
+    start.close()
+    wider = tiny_config(network={**TINY_NETWORK, "width": 16})
+    with pytest.raises(ConfigError, match="differ"):
+        Trainer(wider, [str(dataset)], tmp_path / "c", device="cpu", progress=False, init=bundle)
+    from KneeAlignmentLib.bundle import BundleError
+    with pytest.raises(BundleError):  # a local bundle cannot start a global run
+        Trainer(tiny_config(stage="global", schema=None), [str(dataset)], tmp_path / "d", device="cpu",
+                progress=False, init=bundle)
+
+
+def test_film_look_and_occluders_are_seeded_bounded_and_move_no_point():
+    from kneetrain.augment import film_look, occlude
+    yy, xx = np.mgrid[0:96, 0:80]
+    view = (0.2 + 0.6 * (np.abs(xx - 40) < 12) + 0.1 * np.sin(yy / 5.0)).astype(np.float32)
+    looks = [film_look(occlude(view, np.random.default_rng(s)), np.random.default_rng(s)) for s in (1, 1, 2)]
+    assert np.array_equal(looks[0], looks[1]) and not np.array_equal(looks[0], looks[2])
+    for look in looks:
+        assert look.shape == view.shape and look.dtype == np.float32 and 0.0 <= look.min() <= look.max() <= 1.0
+        # the bone (the bright band) stays brighter than the soft tissue under any look
+        assert look[:, 34:46].mean() > look[:, 8:20].mean()
+    cfg = AugmentConfig(film=dataclasses.replace(AugmentConfig().film, prob=1.0),
+                        occluders=dataclasses.replace(AugmentConfig().occluders, prob=1.0))
+    points = np.array([[40.0, 30.0], [10.0, 70.0]])
+    image, moved, side = Augmenter(cfg, (96, 80))(torch.from_numpy(view)[None], points, "R", seed=5)
+    assert not torch.equal(image[0], torch.from_numpy(view)) and np.array_equal(moved, points) and side == "R"

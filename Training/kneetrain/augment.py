@@ -39,9 +39,11 @@ from monai.transforms import (
     RandScaleIntensityFixedMeand,
 )
 
+from KneeAlignmentLib.phantom.xray import gaussian_blur
+
 from .config import AugmentConfig
 
-__all__ = ["Augmenter", "sample_seed", "invert_radiograph", "crop_field_of_view"]
+__all__ = ["Augmenter", "sample_seed", "invert_radiograph", "crop_field_of_view", "film_look", "occlude"]
 
 
 def sample_seed(*keys: int) -> int:
@@ -70,6 +72,62 @@ def crop_field_of_view(image: np.ndarray, cfg: AugmentConfig,
         left, right = (rng.uniform(0.0, f.max_cut, 2) * w).astype(int)
         return image[top:h - bottom, left:w - right], np.array([left, top], dtype=np.float64)
     return image, np.zeros(2)
+
+
+def film_look(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random DR console and export look of a view (H, W) in [0, 1], bright = dense.
+
+    Real consoles equalise thickness (the medullary canal ends up barely brighter than the
+    soft tissue beside the bone) and enhance local contrast and edges, then export 8 bits
+    with black and white levels of their own; the sizes are in input px.
+    """
+    y = image.astype(np.float64)
+    if rng.random() < 0.7:  # thickness equalisation
+        big = gaussian_blur(y, (rng.uniform(4.0, 30.0),) * 2)
+        y = y - rng.uniform(0.3, 0.95) * (big - big.mean())
+    for _ in range(int(rng.integers(0, 3))):  # local contrast / edge enhancement, one or two scales
+        sigma = rng.uniform(0.8, 8.0)
+        y = y + rng.uniform(0.2, 1.5) * (y - gaussian_blur(y, (sigma, sigma)))
+    lo, hi = np.percentile(y, [rng.uniform(0.0, 2.0), rng.uniform(98.0, 100.0)])
+    y = np.clip((y - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    knots = np.sort(rng.uniform(0.1, 0.9, 2))  # a random monotone tone curve
+    y = np.interp(y, [0.0, *knots, 1.0], [0.0, *np.sort(np.clip(knots + rng.normal(0.0, 0.12, 2), 0.02, 0.98)), 1.0])
+    black, white = rng.uniform(0.0, 0.1), rng.uniform(0.65, 1.0)
+    y = black + (white - black) * y
+    if rng.random() < 0.5:  # correlated (denoised or blurred) noise
+        noise = gaussian_blur(rng.standard_normal(y.shape), (rng.uniform(0.0, 2.0),) * 2)
+        y = y + rng.uniform(0.0, 0.03) * noise / max(float(noise.std()), 1e-6)
+    levels = float(rng.choice([63.0, 127.0, 255.0, 1023.0]))  # bit depth of the export
+    return np.clip(np.round(y * levels) / levels, 0.0, 1.0).astype(np.float32)
+
+
+def occlude(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The field of a standing long-leg film in a view (H, W) in [0, 1]: the other leg
+    (the view mirrored) entering at one edge, and/or a ruler's ticks along an edge."""
+    y = image.copy()
+    H, W = y.shape
+    if rng.random() < 0.7:
+        band = int(rng.uniform(0.04, 0.3) * W)
+        if band > 0:
+            mirrored = y[:, ::-1] * rng.uniform(0.6, 1.0)
+            shift = int(rng.uniform(0.0, 0.3) * W)  # which part of the leg enters the field
+            other = np.roll(mirrored, -shift, axis=1)[:, W - band:] if rng.random() < 0.5 else None
+            if other is not None:
+                y[:, W - band:] = np.maximum(y[:, W - band:], other)
+            else:
+                y[:, :band] = np.maximum(y[:, :band], np.roll(mirrored, shift, axis=1)[:, :band])
+    if rng.random() < 0.6:
+        pitch = rng.uniform(3.0, 12.0)  # 5 mm in input px
+        x0 = int(rng.uniform(0.0, 0.1) * W)
+        x0 = x0 if rng.random() < 0.5 else W - 1 - x0
+        direction = 1 if x0 < W // 2 else -1
+        value = rng.uniform(0.8, 1.0)
+        for k, row in enumerate(np.arange(rng.uniform(0.0, pitch), H, pitch)):
+            length = int(round(pitch * (1.2 if k % 2 == 0 else 0.6)))
+            xs = np.clip(x0 + direction * np.arange(length), 0, W - 1)
+            y[int(row), xs] = value
+        y[:, x0] = value
+    return y
 
 
 class Augmenter:
@@ -115,6 +173,7 @@ class Augmenter:
         self._geometric = Compose(geometric) if geometric else None
         self._to_points = ApplyTransformToPointsd(keys="points", refer_keys="image", invert_affine=True)
         self._intensity = Compose(intensity) if intensity else None
+        self._film, self._occluders = cfg.film.prob, cfg.occluders.prob
 
     def __call__(self, image: torch.Tensor, points_px: np.ndarray, side: str, seed: int):
         """Augment one sample.
@@ -146,4 +205,12 @@ class Augmenter:
             self._intensity.set_random_state(seed=(seed + 1) % 2**31)
             image = self._intensity({"image": image})["image"]
             image = image.as_tensor() if isinstance(image, MetaTensor) else image
+        if self._film > 0.0 or self._occluders > 0.0:
+            rng = np.random.default_rng((seed + 2) % 2**31)
+            view = image[0].float().numpy()
+            if rng.random() < self._occluders:
+                view = occlude(view, rng)
+            if rng.random() < self._film:
+                view = film_look(view, rng)
+            image = torch.from_numpy(np.ascontiguousarray(view))[None]
         return image.float().contiguous(), np.ascontiguousarray(points_px), side

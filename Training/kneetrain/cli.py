@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
         p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
         p.add_argument("--split", type=Path, help="reuse this split.json (e.g. the global run's) for folder data")
+        p.add_argument("--init", type=Path, metavar="BUNDLE",
+                       help="start from this model bundle's weights (same stage, schema and architecture), "
+                            "e.g. to fine-tune a shipped model on new data")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set optim.epochs=5; repeatable")
         p.add_argument("--epochs-now", type=int, metavar="N",
@@ -71,7 +74,7 @@ def _cmd_train(args) -> int:
     if cfg.stage != args.stage:
         raise ConfigError(f"{args.config.name} configures the {cfg.stage} stage, not the {args.stage} stage")
     trainer = Trainer(cfg, args.data, args.out, device=args.device, resume=args.resume, split_file=args.split,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, init=args.init)
     try:
         trainer.fit(stop_after=args.epochs_now)
     finally:

@@ -89,6 +89,8 @@ class AugmentConfig:
     noise: NoiseAug = NoiseAug()
     blur: ProbRange = ProbRange(range=(0.5, 1.0))  # Gaussian sigma in input px
     cutout: CutoutAug = CutoutAug()
+    film: Probability = Probability()  # a random DR console look (augment.film_look)
+    occluders: Probability = Probability()  # the other leg at an edge, a ruler (augment.occlude)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,7 +301,8 @@ def _check_ranges(cfg: TrainConfig) -> None:
     aug = cfg.augment
     for key, prob in (("affine", aug.affine.prob), ("flip", aug.flip.prob), ("gamma", aug.gamma.prob),
                       ("contrast", aug.contrast.prob), ("invert", aug.invert.prob), ("noise", aug.noise.prob),
-                      ("blur", aug.blur.prob), ("cutout", aug.cutout.prob), ("field_of_view", aug.field_of_view.prob)):
+                      ("blur", aug.blur.prob), ("cutout", aug.cutout.prob), ("field_of_view", aug.field_of_view.prob),
+                      ("film", aug.film.prob), ("occluders", aug.occluders.prob)):
         need(0.0 <= prob <= 1.0, f"augment.{key}.prob", prob, "in [0, 1]")
     for key, (lo, hi) in (("gamma", aug.gamma.range), ("contrast", aug.contrast.range), ("blur", aug.blur.range)):
         need(0.0 < lo <= hi, f"augment.{key}.range", (lo, hi), "0 < low <= high")

@@ -84,7 +84,8 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, data: Sequence[str], out: str | Path, *, device: str = "auto",
-                 resume: bool = False, split_file: str | Path | None = None, progress: bool = True) -> None:
+                 resume: bool = False, split_file: str | Path | None = None, progress: bool = True,
+                 init: str | Path | None = None) -> None:
         self.out = Path(out)
         self.ctx: DistContext = init_distributed(device)
         self.progress = progress and self.ctx.is_main
@@ -112,6 +113,8 @@ class Trainer:
         o = cfg.optim
         torch.manual_seed(cfg.seed)
         network = build_network(self.setup.network).to(self.ctx.device)
+        if init is not None and state is None:  # a resumed run restores its own weights
+            self.run_info["init"] = _init_from_bundle(network, init, cfg, self.setup)
         if self.ctx.distributed and self.ctx.device.type == "cuda" and cfg.sync_batchnorm:
             network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
         self.network = network
@@ -361,6 +364,21 @@ class Trainer:
     def close(self) -> None:
         """Leave the process group if this trainer joined it."""
         self.ctx.close()
+
+
+def _init_from_bundle(network: torch.nn.Module, bundle: str | Path, cfg: TrainConfig, setup: StageSetup) -> str:
+    """Copy a verified bundle's weights into ``network``; the bundle must be of this stage,
+    schema and architecture with the same landmarks. Returns its model id."""
+    from KneeAlignmentLib.bundle import load_bundle
+
+    loaded = load_bundle(bundle, expected_stage=cfg.stage, expected_schema=cfg.schema)
+    meta = loaded.metadata
+    if meta.network.to_dict() != setup.network.to_dict() or tuple(meta.landmark_names) != tuple(
+            setup.landmark_names):
+        raise ConfigError(f"--init {bundle}: its network or landmarks differ from this config's "
+                          f"({meta.network.to_dict()} vs {setup.network.to_dict()})")
+    network.load_state_dict(loaded.network.state_dict())
+    return meta.model_id
 
 
 def _fmt(value: float) -> str:

@@ -191,9 +191,11 @@ def sample_anatomy(rng: np.random.Generator, kind: str, atfa_deg: float, jlca_de
     return AnatomyParams(
         scale=scale,
         epiphysis_width=clipped(1.0, 0.035, 0.92, 1.08),
-        femur_shaft_half_mm=15.5 * scale * clipped(1.0, 0.07, 0.85, 1.18),
+        # shaft widths 60-140 mm from the joint line as on real films: femur 29.9 +- 2.7 mm,
+        # tibia 23.2 +- 3.2 mm (../shared/real-films.md)
+        femur_shaft_half_mm=15.0 * scale * clipped(1.0, 0.055, 0.85, 1.18),
         femur_cortex_ratio=float(rng.uniform(0.27, 0.40)),
-        tibia_shaft_half_mm=14.5 * scale * clipped(1.0, 0.07, 0.85, 1.18),
+        tibia_shaft_half_mm=11.6 * scale * clipped(1.0, 0.115, 0.8, 1.4),
         tibia_cortex_ratio=float(rng.uniform(0.25, 0.38)),
         condyle_drop_lat_mm=clipped(0.0, 0.8, -2.0, 2.0),
         condyle_drop_med_mm=clipped(0.0, 0.8, -2.0, 2.0),

@@ -144,7 +144,7 @@ def _flat_params(knee, imaging) -> dict:
         out.update({f"implant.{k}": v for k, v in asdict(knee.implant).items()})
     out.update({f"joint.{k}": v for k, v in knee.joint.items()})
     for k, v in asdict(imaging).items():
-        if k in ("marker", "ball", "texts", "collimation"):
+        if k in ("marker", "ball", "texts", "collimation", "ruler", "seam", "export"):
             out[f"imaging.{k}"] = v is not None and v != () and v != []
         else:
             out[f"imaging.{k}"] = v

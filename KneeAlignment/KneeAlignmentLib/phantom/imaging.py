@@ -24,9 +24,13 @@ import numpy as np
 
 from .annotate import glyphs
 
-__all__ = ["ImagingParams", "sample_imaging", "knee_to_image", "field_coordinates", "BALL_DIAMETER_MM"]
+__all__ = ["ImagingParams", "sample_imaging", "knee_to_image", "field_coordinates", "BALL_DIAMETER_MM",
+           "LONG_LEG_ASPECT"]
 
 BALL_DIAMETER_MM = 25.0
+# Images this much taller than wide are knees cut from a standing long-leg film (about
+# 300 x 144 mm, no collimation, the other leg at an edge, a ruler, seams, 8-bit JPEG).
+LONG_LEG_ASPECT = 1.6
 DETECTOR_PITCH_MM = (0.1, 0.2)
 MARGIN_FRACTION = 0.04  # landmarks stay this far (fraction of the image size) from the edges
 
@@ -66,6 +70,13 @@ class ImagingParams:
     marker: dict | None             # {'letter', 'centre' (x, y) px, 'height_px', 'angle_deg'}
     ball: dict | None               # {'centre' (x, y) px, 'diameter_px'}
     texts: tuple = field(default_factory=tuple)  # ({'text', 'origin' (x, y), 'height_px'}, ...)
+    # a knee cut from a standing long-leg film (see ``LONG_LEG_ASPECT``)
+    long_leg: bool = False
+    other_leg_gap_mm: float | None = None  # skin-to-skin gap to the other leg (< 0: touching)
+    ruler: dict | None = None       # {'x' px of the tick base, 'direction' +-1 (ticks point to +x / -x), 'offset_mm'}
+    seam: dict | None = None        # {'row' px, 'gain', 'line' (display fraction added along the seam)}
+    jpeg_quality: int | None = None  # 8-bit export compressed at this JPEG quality (None: not compressed)
+    export: dict | None = None      # {'smooth_px' (denoising sigma), 'black', 'white' (8-bit levels of 0 and 1)}
 
     @property
     def matrix(self) -> np.ndarray:
@@ -122,8 +133,9 @@ def sample_imaging(rng: np.random.Generator, landmarks_mm: np.ndarray, tibial_ax
     box = (px[:, 0].min(), px[:, 1].min(), px[:, 0].max(), px[:, 1].max())
 
     kvp = float(rng.uniform(55.0, 75.0))
+    long_leg = h >= LONG_LEG_ASPECT * w
     collimation = None
-    if rng.random() < 0.55:
+    if rng.random() < (0.0 if long_leg else 0.55):
         pad = 4.0 / spacing  # keep 4 mm of field round the landmarks
         angle = float(np.clip(rng.normal(0.0, 1.0), -3.0, 3.0))
         edges = []
@@ -148,7 +160,7 @@ def sample_imaging(rng: np.random.Generator, landmarks_mm: np.ndarray, tibial_ax
     marker = None
     height = float(rng.uniform(9.0, 14.0) / spacing)
     roomy = min(field_box[2] - field_box[0], field_box[3] - field_box[1]) > 3.0 * height
-    if rng.random() < 0.85 and roomy:
+    if rng.random() < (0.2 if long_leg else 0.85) and roomy:
         for _ in range(12):
             cxm = rng.uniform(field_box[0] + height, field_box[2] - height)
             cym = rng.uniform(field_box[1] + height, field_box[3] - height)
@@ -175,7 +187,7 @@ def sample_imaging(rng: np.random.Generator, landmarks_mm: np.ndarray, tibial_ax
                 reserved.append(cand)
                 break
     texts = []
-    if rng.random() < 0.8:
+    if rng.random() < (0.2 if long_leg else 0.8):
         words = [case_label, {"R": "RIGHT", "L": "LEFT"}[side] if rng.random() < 0.5 else side,
                  str(rng.choice(["AP", "AP STANDING", "AP WB", "KNEE AP"])),
                  f"{kvp:.0f} kV  {rng.uniform(2, 12):.1f} mAs"]
@@ -190,19 +202,26 @@ def sample_imaging(rng: np.random.Generator, landmarks_mm: np.ndarray, tibial_ax
                 texts.append({"text": text, "origin": (float(x0), float(y0)), "height_px": height})
                 reserved.append(cand)
 
+    if long_leg:
+        film = _long_leg_film(rng, spacing, w, h, side)
+        processing = dict(equalisation=rng.uniform(0.8, 0.98), equalisation_sigma_mm=rng.uniform(4.0, 10.0),
+                          detail_gain=rng.uniform(0.4, 1.4), detail_sigma_mm=rng.uniform(1.0, 3.5),
+                          dose_per_mm2=np.exp(rng.uniform(np.log(1e5), np.log(7e5))))
+    else:
+        film = {}
+        processing = dict(equalisation=rng.uniform(0.2, 0.95), equalisation_sigma_mm=rng.uniform(5.0, 22.0),
+                          detail_gain=rng.uniform(0.0, 1.4), detail_sigma_mm=rng.uniform(0.8, 3.0),
+                          dose_per_mm2=np.exp(rng.uniform(np.log(1e5), np.log(7e5))))
+    processing = {k: float(v) for k, v in processing.items()}
+
     return ImagingParams(
         size=(int(h), int(w)), side=side, spacing_mm=spacing, magnification=magnification,
         imager_spacing_mm=pitch, sid_mm=sid, rotation_deg=rotation, centre_px=centre, kvp=kvp,
-        dose_per_mm2=float(np.exp(rng.uniform(np.log(1e5), np.log(7e5)))),  # quanta before detector blur
         electronic_noise=float(rng.uniform(1.0, 6.0)),
         heel=float(rng.choice([-1, 1]) * rng.uniform(0.05, 0.25)),
         beam_centre=(float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65))),
         scatter_fraction=float(rng.uniform(0.08, 0.45)),  # with a grid (table bucky) or without
         beam_hardening=float(rng.uniform(0.02, 0.06)),
-        equalisation=float(rng.uniform(0.15, 0.6)),
-        equalisation_sigma_mm=float(rng.uniform(8.0, 22.0)),
-        detail_gain=float(rng.uniform(0.0, 1.0)),
-        detail_sigma_mm=float(rng.uniform(0.8, 2.5)),
         gamma=float(rng.uniform(0.85, 1.15)),
         s_curve=float(rng.uniform(0.0, 0.35)),
         soft_level=float(rng.uniform(0.22, 0.45)),
@@ -212,8 +231,29 @@ def sample_imaging(rng: np.random.Generator, landmarks_mm: np.ndarray, tibial_ax
         bits_stored=int(rng.choice([12, 14, 16], p=[0.5, 0.3, 0.2])),
         collimation=collimation,
         shutter_black=bool(collimation is not None and rng.random() < 0.5),
-        marker=marker, ball=ball, texts=tuple(texts),
+        marker=marker, ball=ball, texts=tuple(texts), long_leg=long_leg, **processing, **film,
     )
+
+
+def _long_leg_film(rng: np.random.Generator, spacing: float, w: int, h: int, side: str) -> dict:
+    """What a knee cut from a standing long-leg film adds: the other leg beside the medial
+    side (most crops), a ruler along the lateral edge, a stitching seam, 8-bit JPEG export."""
+    lateral = -1.0 if side == "R" else 1.0  # lateral side's x direction (see the module docstring)
+    ruler = None
+    if rng.random() < 0.5:
+        x = rng.uniform(2.0, 14.0) / spacing
+        ruler = {"x": float(x if lateral < 0 else w - 1 - x), "direction": float(-lateral),
+                 "offset_mm": float(rng.uniform(0.0, 5.0))}
+    seam = None
+    if rng.random() < 0.35:
+        seam = {"row": float(rng.uniform(0.05, 0.95) * h), "gain": float(rng.uniform(0.92, 1.08)),
+                "line": float(rng.uniform(-0.08, 0.08))}
+    return {"other_leg_gap_mm": float(rng.uniform(-20.0, 45.0)) if rng.random() < 0.85 else None,
+            "ruler": ruler, "seam": seam,
+            "jpeg_quality": int(rng.integers(70, 96)) if rng.random() < 0.9 else None,
+            # consoles denoise, and the export keeps the darkest and brightest values off 0 and 255
+            "export": {"smooth_px": float(rng.uniform(0.8, 1.8)), "black": float(rng.uniform(0.0, 0.08)),
+                       "white": float(rng.uniform(0.7, 0.92))}}
 
 
 def _field_box(collimation, w, h) -> tuple[float, float, float, float]:

@@ -90,9 +90,11 @@ class Knee:
 
 
 def _sample_preop(rng: np.random.Generator) -> tuple[int, float, float]:
-    """(KL grade, aTFA, JLCA) of a pre-op knee: aTFA over about -15 (varus) .. +20 (valgus)."""
-    kl = int(rng.choice(5, p=[0.2, 0.2, 0.25, 0.2, 0.15]))
-    atfa = float(np.clip(rng.normal(5.0, 3.5), -15, 20)) if rng.random() < 0.45 else float(rng.uniform(-15, 20))
+    """(KL grade, aTFA, JLCA) of a pre-op knee: aTFA over -16 (varus) .. +20 (valgus), mostly as
+    in knees planned for TKA (real films: -2.6 +- 6.7 degrees, three quarters varus,
+    ../shared/real-films.md), the rest uniform so that every angle is learnt."""
+    kl = int(rng.choice(5, p=[0.1, 0.15, 0.25, 0.25, 0.25]))
+    atfa = float(np.clip(rng.normal(-2.6, 6.7), -16, 20)) if rng.random() < 0.6 else float(rng.uniform(-16, 20))
     magnitude = float(np.clip(abs(rng.normal(0.4 + 0.9 * kl, 1.0)), 0.0, 8.0))
     jlca = magnitude if atfa < 3.0 else -magnitude  # varus knees narrow medially (JLCA > 0)
     return kl, atfa, jlca

@@ -396,6 +396,8 @@ def render(knee: Knee, im: ImagingParams, rng_texture: np.random.Generator,
         bone_frame = "tibia" if name in ("tibia", "fibula") else "femur"
         keep = knee.resection.get(bone_frame) if knee.resection and name in ("femur", "trochlea", "tibia") else None
         _bone_into(P, knee, name, coarse, mu, tex, keep, bone_mask)
+    if im.other_leg_gap_mm is not None:
+        body = _other_leg(P, body, im, coarse)
     in_body = body > 20.0
 
     # 2. exposure and scatter (render grid); n0: quanta per output pixel, open beam
@@ -441,8 +443,76 @@ def render(knee: Knee, im: ImagingParams, rng_texture: np.random.Generator,
         field_full = np.ones((H, W), dtype=bool)
     for item in im.texts:
         _burn_text(display, item, (1 << im.bits_stored) - 1)
+    if im.long_leg:
+        display = _film_export(display, im, rng_noise)
     return Rendered(display=display, landmarks_px=fine.to_px(knee.landmarks_mm), metal_mask=metal,
                     field_mask=field_full)
+
+
+def _other_leg(P: np.ndarray, body: np.ndarray, im: ImagingParams, grid: _Grid) -> np.ndarray:
+    """Add the other leg of a standing film to the line integrals ``P`` (in place): this
+    leg mirrored about a vertical line beyond its medial skin, ``im.other_leg_gap_mm``
+    from it at the knee's row. Returns the body thickness with the other leg's."""
+    h, w = P.shape
+    medial = 1.0 if im.side == "R" else -1.0  # medial side's x direction
+    f = max(1, int(round(grid.mm / im.spacing_mm)))  # output px per render px
+    row = int(np.clip(round((im.centre_px[1] - (f - 1) / 2.0) / f), 0, h - 1))
+    cols = np.flatnonzero(body[row] > 20.0)
+    if cols.size == 0:
+        return body
+    skin = float(cols.max() if medial > 0 else cols.min())
+    mirror = skin + medial * 0.5 * im.other_leg_gap_mm / grid.mm  # coarse px
+    source = np.rint(2.0 * mirror - np.arange(w)).astype(int)
+    ok = (source >= 0) & (source < w) & ((np.arange(w) - mirror) * medial > 0)  # only beyond the mirror
+    other_P = np.zeros_like(P)
+    other_P[:, ok] = P[:, source[ok]]
+    other_body = np.zeros_like(body)
+    other_body[:, ok] = body[:, source[ok]]
+    P += other_P
+    return np.maximum(body, other_body)
+
+
+def _film_export(display: np.ndarray, im: ImagingParams, rng: np.random.Generator) -> np.ndarray:
+    """A long-leg film's knee as exported: ruler ticks and a stitching seam on the film,
+    then denoised, 8-bit values between the export's black and white levels, JPEG-compressed; returned at ``bits_stored`` (multiples of 2**(bits-8))."""
+    from io import BytesIO
+
+    from PIL import Image  # matplotlib's dependency; only the long-leg export needs it
+
+    maxval = (1 << im.bits_stored) - 1
+    y = display.astype(np.float32) / np.float32(maxval)
+    H, W = y.shape
+    if im.seam is not None:
+        r = int(np.clip(im.seam["row"], 1, H - 2))
+        y[r:] *= np.float32(im.seam["gain"])
+        y[r - 1:r + 1] += np.float32(im.seam["line"])
+    if im.ruler is not None:
+        _draw_ruler(y, im)
+    e = im.export
+    y = e["black"] + (e["white"] - e["black"]) * gaussian_blur(y, (e["smooth_px"],) * 2)
+    eight = np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
+    if im.jpeg_quality is not None:
+        buffer = BytesIO()
+        Image.fromarray(eight).save(buffer, format="JPEG", quality=int(im.jpeg_quality))
+        eight = np.asarray(Image.open(BytesIO(buffer.getvalue())).convert("L"))
+    return np.round(eight.astype(np.float64) * (maxval / 255.0)).astype(np.uint16)
+
+
+def _draw_ruler(y: np.ndarray, im: ImagingParams) -> None:
+    """A radiopaque ruler along the film edge: ticks every 5 mm (longer at each cm), in place."""
+    H, W = y.shape
+    mm = im.spacing_mm
+    x0, direction = im.ruler["x"], im.ruler["direction"]
+    rows = np.arange(H, dtype=np.float64)
+    pos_mm = rows * mm + im.ruler["offset_mm"]
+    k = np.rint(pos_mm / 5.0)
+    near = np.abs(pos_mm - 5.0 * k) < max(0.25, 0.6 * mm)  # a tick about 0.5 mm wide
+    length_mm = np.where(k % 2 == 0, 6.0, 3.0)
+    xs = np.arange(W, dtype=np.float64)
+    along = (xs[None, :] - x0) * direction * mm  # mm from the ruler's base towards the ticks' tips
+    ticks = near[:, None] & (along >= 0.0) & (along <= length_mm[:, None])
+    base = np.abs(along) < 0.4  # the ruler's long edge
+    y[ticks | base] = np.maximum(y[ticks | base], np.float32(0.95))
 
 
 def _primary(P, im: ImagingParams, grid: _Grid, f: int, n0: float):
