@@ -34,7 +34,7 @@ data() {
     synth postop 300 1002 "${knee[@]}" train/postop/knee
     synth postop 300 1012 "${longleg[@]}" train/postop/longleg
     synth preop 150 9001 "${knee[@]}" test/preop
-    synth postop 150 9002 "${knee[@]}" test/postop
+    synth postop 100 9002 "${knee[@]}" test/postop
     synth preop 100 9011 "${longleg[@]}" test_longleg/preop
     synth postop 100 9012 "${longleg[@]}" test_longleg/postop
     merge_manifests "$work/train/preop" knee longleg
@@ -51,11 +51,10 @@ from pathlib import Path
 root, subs = Path(sys.argv[1]), sys.argv[2:]
 rows = []
 for sub in subs:
-    kind = "postop" if "postop" in sub else "preop"
     with open(root / sub / "manifest.csv", newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             rows.append({"case_id": f"{sub.replace('/', '-')}-{row['id']}", "image": f"{sub}/{row['dicom']}",
-                         "markups": f"{sub}/{row['markups']}", "kind": kind, "side": row["side"]})
+                         "markups": f"{sub}/{row['markups']}", "kind": row["kind"], "side": row["side"]})
 with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as f:
     out = csv.DictWriter(f, fieldnames=list(rows[0]))
     out.writeheader()
