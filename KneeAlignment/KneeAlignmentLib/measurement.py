@@ -140,9 +140,10 @@ class Measurement:
         alignment: geometry's Alignment, or None (flagged: geometry failed).
         qc_flags: every quality-control finding; none means status "ok".
         evidence: the numbers behind the side and kind decisions (mean confidences per
-            orientation, implant-landmark confidence, metal fraction of the crop).
+            orientation, implant-landmark confidence, metal fraction of the crop, and
+            ``orientation_margin``: measured mean confidence minus the best other view's).
         models: the bundles whose networks ran for this result.
-        timings_ms: milliseconds per stage ("global", "local", "geometry", "total"); in a
+        timings_ms: milliseconds per stage ("global", "local", "orientation", "geometry", "total"); in a
             batch each stage's time is shared equally among its images.
         device, precision: where and how the networks ran ("float32" or "float16 autocast").
         case_id: a neutral name such as "case-3f2a9c1b7d04"; input_name: the input's file name,
