@@ -70,6 +70,7 @@ from .measurement import Measurement, csv_header, write_markups
 from .pipeline import ModelSet, measure_batch
 from .schema import KINDS
 from .sharding import Shard
+from .workers import worker_init
 
 __all__ = [
     "MARKER_DIR",
@@ -238,6 +239,14 @@ class _ReadDataset(Dataset):
 def _as_list(batch: list[_Read]) -> list[_Read]:
     """DataLoader collate function: a batch stays a list (images differ in size)."""
     return batch
+
+
+def _reader(inputs: Sequence[InputFile], options: BatchOptions) -> DataLoader:
+    """Batches of ``_Read`` from ``options.workers`` processes, which die with this one (``workers``)."""
+    return DataLoader(_ReadDataset(inputs, options.max_pixels), batch_size=options.batch_size,
+                      num_workers=options.workers, collate_fn=_as_list,
+                      prefetch_factor=2 if options.workers else None,
+                      worker_init_fn=worker_init() if options.workers else None)
 
 
 # --- options, records, summary -----------------------------------------------------------------
@@ -532,9 +541,7 @@ def _run_shard(mine: list[tuple[int, InputFile]], models: ModelSet, out: Path | 
         else:
             todo.append((position, item, fingerprint))
 
-    loader = DataLoader(_ReadDataset([item for _, item, _ in todo], options.max_pixels),
-                        batch_size=options.batch_size, num_workers=options.workers, collate_fn=_as_list,
-                        prefetch_factor=2 if options.workers else None)
+    loader = _reader([item for _, item, _ in todo], options)
     try:
         for batch in loader:
             readable = [read for read in batch if read.radiograph is not None]
