@@ -73,7 +73,7 @@ from . import __version__
 from .atomicio import write_atomic
 from .errors import KneeAlignmentError, OutputConflictError
 from .imageio import FORMAT_SIGNATURES  # the reader's own table: one list of recognised formats
-from .imageio import DEFAULT_MAX_PIXELS, Radiograph, read_radiograph
+from .imageio import DEFAULT_MAX_PIXELS, Radiograph, quiet_pydicom, read_radiograph
 from .measurement import Measurement, csv_header, write_markups
 from .pipeline import ModelSet, measure_batch
 from .schema import KINDS
@@ -148,11 +148,11 @@ def discover_inputs(paths: Iterable[str | os.PathLike[str]], *,
 
     A file reached twice (named twice, or inside two named folders) is measured once.
     """
-    excluded = {Path(p).resolve() for p in exclude}
+    excluded = {_resolved(Path(p)) for p in exclude}
     found: list[tuple[Path, str, str | None]] = []  # (path, key, skip reason)
     for argument in map(Path, paths):
         if argument.is_dir():
-            if argument.resolve() in excluded:
+            if _resolved(argument) in excluded:
                 raise ValueError(f"{argument} is the output folder; write the results elsewhere (e.g. a subfolder)")
             for path in _walk(argument, excluded):
                 found.append((path, path.relative_to(argument).as_posix(), _skip_reason(path)))
@@ -160,7 +160,7 @@ def discover_inputs(paths: Iterable[str | os.PathLike[str]], *,
             found.append((argument, argument.name, None))
     inputs, seen_paths, key_counts = [], set(), Counter()
     for path, key, reason in found:
-        resolved = path.resolve()
+        resolved = _resolved(path)
         if resolved in seen_paths:
             continue
         seen_paths.add(resolved)
@@ -171,10 +171,19 @@ def discover_inputs(paths: Iterable[str | os.PathLike[str]], *,
     return inputs
 
 
+def _resolved(path: Path) -> Path:
+    """The path with symbolic links resolved; a link that loops or cannot be followed stays as it is
+    (its reading then fails as that input's error)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return Path(os.path.abspath(path))
+
+
 def _walk(root: Path, excluded: set[Path]) -> Iterable[Path]:
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in excluded)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _resolved(here / d) not in excluded)
         for name in sorted(files):
             yield here / name
 
@@ -203,7 +212,8 @@ def _skip_reason(path: Path) -> str | None:
 
 def _dicom_skip_reason(path: Path) -> str | None:
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
+        with quiet_pydicom():
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
         modality, sop_class = str(ds.get("Modality", "")).upper(), str(ds.get("SOPClassUID", ""))
     except Exception:  # noqa: BLE001 - a damaged file is left to the reader, which reports it as the case's error
         return None

@@ -385,6 +385,8 @@ def load_bundle(
         data = json.loads(metadata_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _fail(bundle, f"cannot read {METADATA_FILE} as JSON ({exc})") from exc
+    except RecursionError:
+        raise _fail(bundle, f"cannot read {METADATA_FILE} as JSON (nested too deeply)") from None
     metadata = _parse_metadata(data, bundle)
 
     if expected_stage is not None and metadata.stage != expected_stage:

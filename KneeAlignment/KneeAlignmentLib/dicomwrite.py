@@ -39,6 +39,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, gene
 from . import __version__
 from .atomicio import atomic_output
 from .errors import ImageReadError
+from .imageio import quiet_pydicom
 
 __all__ = [
     "CODING_SCHEME",
@@ -324,7 +325,8 @@ def source_reference(path: str | os.PathLike[str]) -> Dataset:
             needed to refer to it.
     """
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        with quiet_pydicom():
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
         raise ImageReadError(f"DICOM results need a DICOM source image; its header cannot be read "
                              f"({type(exc).__name__})") from exc

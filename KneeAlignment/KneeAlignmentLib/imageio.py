@@ -43,6 +43,9 @@ from __future__ import annotations
 import math
 import os
 import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -314,6 +317,8 @@ def read_radiograph(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_M
 def _read_head(path: Path) -> bytes:
     """First bytes of the file, after checking it is a readable, non-empty file."""
     if not path.exists():
+        if path.is_symlink():
+            raise ImageReadError("image file is a symbolic link that loops or leads to nothing")
         raise ImageReadError("image file does not exist")
     if path.is_dir():
         raise ImageReadError("path is a directory, not an image file")
@@ -341,12 +346,25 @@ def _check_size(rows: int, columns: int, max_pixels: int) -> None:
 # --- DICOM -----------------------------------------------------------------------
 
 
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Keep pydicom's warnings about odd files (which name library paths) off the user's terminal.
+
+    What matters in them becomes an ``ImageReadError`` with a plain message, or is
+    tolerated as readers of real-world DICOM must.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _read_dicom(path: Path, max_pixels: int, *, has_preamble: bool) -> Radiograph:
     # pydicom converts element values when first read, so a damaged element fails wherever
     # it is first used; and pylibjpeg-rle's Rust decoder panics (a BaseException) on some
     # damaged RLE data. Both are damaged files, reported as such.
     try:
-        return _read_dicom_dataset(path, max_pixels, has_preamble=has_preamble)
+        with quiet_pydicom():
+            return _read_dicom_dataset(path, max_pixels, has_preamble=has_preamble)
     except _DICOM_ERRORS as exc:
         raise ImageReadError("DICOM file is damaged (an element or the pixel data cannot be read)") from exc
     except BaseException as exc:
@@ -386,8 +404,13 @@ def _read_dicom_dataset(path: Path, max_pixels: int, *, has_preamble: bool) -> R
         ) from exc
 
     colour = photometric in _DICOM_PHOTOMETRICS_COLOUR
+    if stored.ndim == (4 if colour else 3):  # more pixel data than Rows x Columns: pydicom returns "frames"
+        raise ImageReadError(
+            f"DICOM pixel data holds {stored.shape[0]} times the pixels of its header's image size "
+            f"(Rows {_header_int(ds, 'Rows')} x Columns {_header_int(ds, 'Columns')}): the header does not "
+            f"describe the pixel data (damaged or wrongly edited file)")
     if stored.ndim != (3 if colour else 2):
-        raise ImageReadError(f"DICOM pixel data has shape {stored.shape}; one 2D image is required")
+        raise ImageReadError(f"DICOM pixel data is not one 2D image ({stored.ndim} dimensions)")
     spacing_mm, spacing_source = _dicom_spacing(ds)
     side, side_source = side_from_laterality(ds)
     bits_stored = _header_int(ds, "BitsStored", default=stored.dtype.itemsize * 8)

@@ -300,6 +300,8 @@ class Measurement:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise MeasurementError(f"{FORMAT} document is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise MeasurementError(f"{FORMAT} document is not valid: JSON nested too deeply") from None
         return cls.from_dict(data)
 
     # --- CSV ----------------------------------------------------------------------------
