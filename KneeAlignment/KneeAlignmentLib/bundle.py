@@ -44,6 +44,7 @@ from safetensors import SafetensorError
 
 from . import __version__
 from .errors import BundleError
+from .known_models import metadata_digest, provenance
 from .networks import STAGES, HourglassConfig, StackedHourglass
 from .schema import KINDS as SCHEMAS
 
@@ -138,12 +139,15 @@ class BundleMetadata:
 
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
-    """A network in eval mode on ``device``, with the metadata of the bundle it came from."""
+    """A network in eval mode on ``device``, with the metadata of the bundle it came from and
+    its provenance: "release" (weights and metadata match a release pinned in
+    ``data/known_models.json``) or "user-supplied"."""
 
     network: StackedHourglass
     metadata: BundleMetadata
     directory: Path
     device: torch.device
+    provenance: str = "user-supplied"  # "release" when it matches a pinned release (known_models)
 
 
 # --- metadata ----------------------------------------------------------------------------
@@ -414,7 +418,8 @@ def load_bundle(
         network = network.to(target).eval()
     except (RuntimeError, ValueError, AssertionError) as exc:  # torch: unknown or unavailable device
         raise _fail(bundle, f"cannot place the model on device {device!r} ({exc})") from exc
-    return LoadedModel(network=network, metadata=metadata, directory=bundle, device=target)
+    origin = provenance(digest, metadata_digest(data))
+    return LoadedModel(network=network, metadata=metadata, directory=bundle, device=target, provenance=origin)
 
 
 def save_bundle(

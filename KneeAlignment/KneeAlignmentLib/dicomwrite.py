@@ -377,7 +377,7 @@ def write_measurement_sr(path: str | os.PathLike[str], measurement, source: Data
     lm, a = measurement.landmarks, measurement.alignment
     algorithm = AlgorithmIdentification(
         name="KneeAlignment", version=__version__,
-        parameters=[f"{m.role}={m.model_id}" for m in measurement.models]
+        parameters=[f"{m.role}={m.label}" for m in measurement.models]
         + ([f"schema={lm.schema} v{lm.schema_version}"] if lm is not None else []))
     laterality = {"R": codes.SCT.Right, "L": codes.SCT.Left}.get(measurement.side)
     angles = []

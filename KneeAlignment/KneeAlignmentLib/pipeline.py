@@ -220,7 +220,7 @@ class StageModel:
         if tuple(meta.landmark_names) != tuple(expected):
             raise fail(f"its outputs are not the {len(expected)} {kind or 'reference-point'} landmarks in "
                        f"schema order")
-        return cls(loaded.network, codec, ModelInfo(role, meta.name, meta.version), schema, spec)
+        return cls(loaded.network, codec, ModelInfo(role, meta.name, meta.version, loaded.provenance), schema, spec)
 
 
 @dataclass(frozen=True, eq=False)
