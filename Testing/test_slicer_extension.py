@@ -252,6 +252,16 @@ def test_top_level_cmake_has_extension_metadata_and_slicer_boilerplate():
     assert all(url.startswith(raw) for url in " ".join(sets["EXTENSION_SCREENSHOTURLS"]).split())
 
 
+def test_icon_and_screenshot_urls_name_files_in_the_repository():
+    sets = _cmake_sets(_cmake_text(ROOT / "CMakeLists.txt"))
+    raw = sets["EXTENSION_HOMEPAGE"][0].replace("https://github.com/", "https://raw.githubusercontent.com/")
+    urls = [sets["EXTENSION_ICONURL"][0], *" ".join(sets["EXTENSION_SCREENSHOTURLS"]).split()]
+    assert len(urls) >= 2
+    for url in urls:
+        branch, _, relative = url[len(raw):].lstrip("/").partition("/")
+        assert branch == "main" and (ROOT / relative).is_file(), f"{url}: no {relative} in the repository"
+
+
 def test_extension_category_matches_module_categories():
     category = _cmake_sets(_cmake_text(ROOT / "CMakeLists.txt"))["EXTENSION_CATEGORY"]
     module = _classes(_module_ast())["KneeAlignment"]
