@@ -37,6 +37,7 @@ __all__ = [
     "SOURCES",
     "Column",
     "case_document",
+    "dicom_sr_problem",
     "edited_landmarks",
     "results_row",
     "write_case_json",
@@ -95,6 +96,26 @@ def edited_landmarks(measurement: Measurement | None, names: Sequence[str], poin
         return ()
     moved = np.hypot(*(np.asarray(points_px, float) - measurement.landmarks.points_px).T) > EDIT_TOLERANCE_PX
     return tuple(name for name, m in zip(names, moved) if m)
+
+
+def dicom_sr_problem(source: str, dicom_instances: int, edited: Sequence[str] = ()) -> str:
+    """Why a case cannot be exported as DICOM SR ("" when it can).
+
+    Args:
+        source: the case's source ("model", "landmarks", "manual").
+        dicom_instances: how many DICOM instances its radiograph came from (0: not from the
+            DICOM database; an SR refers to exactly one image).
+        edited: names of landmarks corrected since the model placed them: an SR names the
+            algorithm as the observer, so corrected values are not its result.
+    """
+    if source != "model":
+        return "DICOM SR export describes a model's result; this case has none (manual or your own points)."
+    if dicom_instances != 1:
+        return "DICOM SR export needs a radiograph loaded from the DICOM database (one image)."
+    if edited:
+        return (f"landmarks {', '.join(edited)} were corrected; a DICOM SR must not present corrected values as "
+                f"the model's. Export the case as JSON or CSV instead.")
+    return ""
 
 
 def results_row(alignment: Alignment, *, radiograph: str, landmarks: str, source: str, schema: str,
