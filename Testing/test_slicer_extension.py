@@ -787,6 +787,16 @@ def _update_from_array(node, array, world=False):
     node.InvokeEvent(EVENTS["PointModifiedEvent"])
 
 
+def _save_node(node, path):
+    """slicer.util.saveNode of a point list: a markups file with its labels and RAS positions; True when written."""
+    import json
+
+    points = [{"label": p["label"], "position": list(p["position"])} for p in node.points]
+    Path(path).write_text(json.dumps({"markups": [{"type": "Fiducial", "coordinateSystem": "RAS",
+                                                   "controlPoints": points}]}))
+    return True
+
+
 def _stored_values(path: Path) -> np.ndarray:
     """The voxels Slicer's readers give: stored values (DICOM: after the modality LUT), no VOI, no inversion."""
     import pydicom
@@ -847,6 +857,7 @@ def _stand_in_modules(scene: _Scene) -> dict[str, types.ModuleType]:
     util.addVolumeFromArray = lambda array, ijk_to_ras, name: scene.add(_Volume(scene, np.array(array), ijk_to_ras))
     util.getNodesByClass = scene.of_class
     util.loadVolume = lambda path, properties: _load_volume(scene, path)
+    util.saveNode = _save_node
     vtk.vtkMatrix4x4 = type("vtkMatrix4x4", (), {})
     vtk.vtkDoubleArray = lambda: _Array(numeric=True)
     vtk.vtkStringArray = lambda: _Array(numeric=False)
