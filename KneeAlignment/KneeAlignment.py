@@ -8,8 +8,10 @@ model's measurement as JSON) and whose node references lead to its radiograph an
 so a saved scene restores every case.
 """
 
+import json
 import logging
 import sys
+import tempfile
 import unittest
 from pathlib import Path
 from typing import Annotated
@@ -76,15 +78,9 @@ radiographs</b> loads two phantoms (a pre-op and a post-op knee) to try the modu
 
 @parameterNodeWrapper
 class KneeAlignmentParameterNode:
-    """
-    inputVolume - the AP knee radiograph (single-slice volume).
-    landmarks - the case shown: a landmark point list (from the model, the user, or manual mode).
-    model - landmark schema to find: Auto lets the model tell whether implants are present.
-    side - which knee; Auto reads the DICOM laterality, else detects it.
-    device - where the networks run.
-    liveUpdate - recompute while landmarks are dragged.
-    resultsTable - one row per case.
-    """
+    """The module's state, saved with the scene: inputVolume (the AP radiograph, one slice), landmarks (the case
+    shown: the model's, the user's or manual points), model (Auto: the model tells whether implants are present),
+    side (Auto: DICOM laterality, else detected), device, liveUpdate (recompute while dragging), resultsTable."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     landmarks: vtkMRMLMarkupsFiducialNode
@@ -274,10 +270,8 @@ class KneeAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = self.logic.nextManualInstruction(p.landmarks)
 
     def ensureDependencies(self) -> bool:
-        """First-use install, with consent: torch by the PyTorch extension (it knows the GPU), the rest by pip.
-
-        Nothing is fetched when the versions fit. False when the user declined; raises on failure.
-        """
+        """First-use install, with consent: torch by the PyTorch extension (it knows the GPU), the rest by pip;
+        nothing is fetched when the versions fit. False when the user declined; raises on failure."""
         import importlib.util
 
         from KneeAlignmentLib.dependencies import install_plan, unmet_requirements
@@ -908,6 +902,16 @@ class KneeAlignmentTest(ScriptedLoadableModuleTest):
         logic.adoptLandmarks(volume, node, side="Auto", schema="Post-op")  # again: the same nodes and row
         self.assertEqual(len(slicer.util.getNodesByClass("vtkMRMLMarkupsAngleNode")), 2)
         self.assertEqual(table.GetNumberOfRows(), 1)
+        parameters = logic.getParameterNode()  # a saved and reloaded scene keeps the case, state and results
+        parameters.inputVolume, parameters.landmarks, parameters.resultsTable = volume, node, table
+        path = str(Path(tempfile.mkdtemp(prefix="KneeAlignmentSelfTest")) / "case.mrb")
+        self.assertTrue(slicer.util.saveScene(path))
+        slicer.mrmlScene.Clear()
+        slicer.util.loadScene(path)
+        parameters = KneeAlignmentLogic().getParameterNode()
+        volume, node, table = parameters.inputVolume, parameters.landmarks, parameters.resultsTable
+        self.assertTrue(logic.isCase(node) and table.GetNumberOfRows() == 1)
+        self.assertAlmostEqual(logic.update(node).alignment.atfa_fts_deg, truth["atfa_fts_deg"], delta=0.01)
         node.RemoveNthControlPoint(0)
         with self.assertRaisesRegex(MarkupsError, "missing landmarks 'FLC00'"):
             logic.adoptLandmarks(volume, node, schema="Post-op")
@@ -966,11 +970,7 @@ class KneeAlignmentTest(ScriptedLoadableModuleTest):
         self.assertAlmostEqual(angle.GetAngleDegrees(), expected.atfa_fnts_deg, delta=0.01)
 
     def test_ModelInference(self):
-        """With models installed: the bundled pre-op example loaded, Apply with Auto (kind and side decided),
-        aTFA within 3 degrees of the phantom's truth, then every export of the case."""
-        import json
-        import tempfile
-
+        """The bundled pre-op example loaded, Apply with Auto, aTFA within 3 degrees of the truth, every export."""
         from KneeAlignmentLib.dependencies import unmet_requirements
         from KneeAlignmentLib.errors import BundleError
 
@@ -981,18 +981,18 @@ class KneeAlignmentTest(ScriptedLoadableModuleTest):
             logic.modelPaths()
         except BundleError as exc:
             raise unittest.SkipTest(f"model inference: {exc}") from exc
-        examples = Path(__file__).resolve().parent / "Resources" / "Examples"
-        volume = logic.loadExamples(examples)[1]  # sorted: phantom_postop, phantom_preop
+        volume = logic.loadExamples(Path(__file__).resolve().parent / "Resources" / "Examples")[1]  # postop, preop
         stages, table = [], logic.newResultsTable()
         node = logic.measure(volume, model="Auto", device="CPU", resultsTable=table,
                              progress=lambda fraction, message: stages.append(fraction))
-        self.assertEqual((stages[-1], node.GetNumberOfControlPoints()), (1.0, 134))  # pre-op decided
-        self.assertEqual(node.GetAttribute(PREFIX + "Source"), "model")
-        angle = node.GetNodeReference(f"{PREFIX}Angle.FTS").GetAngleDegrees()
-        self.assertAlmostEqual(angle, 10.0, delta=3.0)  # the example's true aTFA FTS (README)
+        self.assertEqual((stages[-1], node.GetNumberOfControlPoints(), node.GetAttribute(PREFIX + "Source")),
+                         (1.0, 134, "model"))  # pre-op decided
+        self.assertAlmostEqual(node.GetNodeReference(f"{PREFIX}Angle.FTS").GetAngleDegrees(), 10.0, delta=3.0)
         out = Path(tempfile.mkdtemp(prefix="KneeAlignmentSelfTest"))
-        logic.exportCsv(table, out / "results.csv"), logic.exportJson(node, out / "case.json")
-        logic.saveLandmarks(node, out / "case.mrk.json"), logic.saveTrainingCase(node, out / "dataset")
+        logic.exportCsv(table, out / "results.csv")
+        logic.exportJson(node, out / "case.json")
+        logic.saveLandmarks(node, out / "case.mrk.json")
+        logic.saveTrainingCase(node, out / "dataset")
         self.assertIn("DICOM database", logic.dicomSrProblem(node))  # loaded from a file, not from the database
         self.assertEqual(json.loads((out / "case.json").read_text())["result"]["source"], "model")
         self.assertTrue((out / "results.csv").stat().st_size and (out / "case.mrk.json").stat().st_size)

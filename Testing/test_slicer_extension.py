@@ -9,6 +9,7 @@ name typo, torch imported when Slicer's generic tests import every module) fails
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.util
 import re
 import struct
@@ -695,7 +696,7 @@ class _Scene:
     """vtkMRMLScene: nodes by ID, unique names, and a subject hierarchy recording parents."""
 
     def __init__(self):
-        self.nodes, self.parents = {}, {}
+        self.nodes, self.parents, self.files = {}, {}, {}
 
     def add(self, node):
         node.id = f"vtkMRMLNode{len(self.nodes) + 1}"
@@ -787,6 +788,60 @@ def _update_from_array(node, array, world=False):
     node.InvokeEvent(EVENTS["PointModifiedEvent"])
 
 
+def _copy_nodes(nodes, scene):
+    """Deep copies of nodes (their observers, which belong to the running logic, left out) in ``scene``."""
+    copies = {}
+    for node_id, node in nodes.items():
+        observers, node.observers = node.observers, []
+        try:
+            copies[node_id] = copy.deepcopy(node, memo={id(scene): scene})
+        finally:
+            node.observers = observers
+    return copies
+
+
+def _save_scene(scene, path):
+    """slicer.util.saveScene: every node with its attributes, references and data, as a .mrb keeps them."""
+    scene.files[str(path)] = (_copy_nodes(scene.nodes, scene), dict(scene.parents))
+    Path(path).write_bytes(b"stand-in scene bundle")
+    return True
+
+
+def _load_scene(scene, path):
+    """slicer.util.loadScene into the (cleared) scene: the saved nodes, IDs kept."""
+    nodes, parents = scene.files[str(path)]
+    scene.nodes.update(_copy_nodes(nodes, scene))
+    scene.parents.update(parents)
+
+
+def _parameter_node_wrapper(cls):
+    """slicer.parameterNodeWrapper: typed fields stored in a scripted module node (MRML nodes as references)."""
+    fields = set(cls.__annotations__)
+    defaults = {name: getattr(cls, name) for name in fields if hasattr(cls, name)}
+
+    class Wrapped:
+        def __init__(self, node):
+            object.__setattr__(self, "_node", node)
+
+        def __getattr__(self, name):
+            if name not in fields:
+                raise AttributeError(name)
+            if name in self._node.references:
+                return self._node.GetNodeReference(name)
+            return self._node.attributes.get(name, defaults.get(name))
+
+        def __setattr__(self, name, value):
+            if name not in fields:
+                raise AttributeError(name)
+            if isinstance(value, _Node):
+                self._node.SetNodeReferenceID(name, value.GetID())
+            else:
+                self._node.SetAttribute(name, value)
+
+    Wrapped.__name__ = cls.__name__
+    return Wrapped
+
+
 def _save_node(node, path):
     """slicer.util.saveNode of a point list: a markups file with its labels and RAS positions; True when written."""
     import json
@@ -828,8 +883,9 @@ def _stand_in_modules(scene: _Scene) -> dict[str, types.ModuleType]:
         def __init__(self, *args, **kwargs):
             pass
 
-        def getParameterNode(self):
-            return None
+        def getParameterNode(self):  # the module's singleton parameter node in the scene
+            found = scene.of_class("vtkMRMLScriptedModuleNode")
+            return found[0] if found else scene.add(_Node(scene, "vtkMRMLScriptedModuleNode", "KneeAlignment"))
 
     modules = {name: types.ModuleType(name) for name in (
         "qt", "vtk", "slicer", "slicer.i18n", "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule",
@@ -841,7 +897,7 @@ def _stand_in_modules(scene: _Scene) -> dict[str, types.ModuleType]:
     slicer.mrmlScene = scene
     modules["slicer.i18n"].tr = lambda text: text
     modules["slicer.i18n"].translate = lambda context, text: text
-    modules["slicer.parameterNodeWrapper"].parameterNodeWrapper = lambda cls: cls
+    modules["slicer.parameterNodeWrapper"].parameterNodeWrapper = _parameter_node_wrapper
     modules["slicer.parameterNodeWrapper"].Choice = lambda choices: tuple(choices)
     scripted = modules["slicer.ScriptedLoadableModule"]
     for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic"):
@@ -858,6 +914,8 @@ def _stand_in_modules(scene: _Scene) -> dict[str, types.ModuleType]:
     util.getNodesByClass = scene.of_class
     util.loadVolume = lambda path, properties: _load_volume(scene, path)
     util.saveNode = _save_node
+    util.saveScene = lambda path, properties={}: _save_scene(scene, path)
+    util.loadScene = lambda path, properties={}: _load_scene(scene, path)
     vtk.vtkMatrix4x4 = type("vtkMatrix4x4", (), {})
     vtk.vtkDoubleArray = lambda: _Array(numeric=True)
     vtk.vtkStringArray = lambda: _Array(numeric=False)
