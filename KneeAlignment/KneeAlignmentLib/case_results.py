@@ -79,7 +79,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("tibial_component_beta_deg", "deg", "tibial component angle beta, medial (post-op)"),
     Column("status", None, "the model's quality control: ok or flagged (empty without a model)"),
     Column("qc_flags", None, "the model's quality-control flag codes"),
-    Column("models", None, "model bundles that found the landmarks (name@version)"),
+    Column("models", None, "model bundles that found the landmarks (name@version; marked user-supplied unless a "
+                           "pinned release)"),
     Column("edited_landmarks", None, "landmarks the user moved after the model placed them"),
     Column("software_version", None, "kneealignment version"),
 )
@@ -137,7 +138,7 @@ def results_row(alignment: Alignment, *, radiograph: str, landmarks: str, source
         "side": alignment.side, "side_source": side_source,
         "status": measurement.status if measurement else "",
         "qc_flags": ";".join(measurement.flag_codes) if measurement else "",
-        "models": ";".join(m.model_id for m in measurement.models) if measurement else "",
+        "models": ";".join(m.label for m in measurement.models) if measurement else "",
         "edited_landmarks": ";".join(edited),
         "software_version": __version__,
     }
