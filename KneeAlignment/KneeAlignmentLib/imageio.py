@@ -105,6 +105,7 @@ FORMAT_SIGNATURES = (
     (b"NRRD000", "NRRD", "NrrdImageIO"),
 )
 _DISPLAY_FORMATS = ("PNG", "JPEG", "TIFF")
+_NIFTI_SUFFIXES = (".nii", ".nii.gz", ".nia", ".hdr", ".img", ".img.gz")  # what ITK's NiftiImageIO reads
 _SUPPORTED = "DICOM, PNG, JPEG, TIFF, NRRD, NIfTI"
 
 
@@ -307,8 +308,10 @@ def read_radiograph(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_M
     for magic, fmt, image_io in FORMAT_SIGNATURES:
         if head.startswith(magic):
             return _read_with_sitk(path, fmt, image_io, max_pixels)
-    # ITK's NIfTI reader insists on a .nii / .nii.gz name (and checks the header).
-    if sitk.ImageFileReader().GetImageIOFromFileName(str(path)) == "NiftiImageIO":
+    # ITK's NIfTI reader insists on a NIfTI name (and checks the header). Asking ITK about any
+    # other name makes every ImageIO probe the file: GDCM alone spends seconds on damaged DICOM.
+    if (path.name.lower().endswith(_NIFTI_SUFFIXES)
+            and sitk.ImageFileReader().GetImageIOFromFileName(str(path)) == "NiftiImageIO"):
         return _read_with_sitk(path, "NIfTI", "NiftiImageIO", max_pixels)
     # Last: a bare DICOM dataset (no preamble), which only a forced parse can tell.
     return _read_dicom(path, max_pixels, has_preamble=False)
