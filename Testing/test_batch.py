@@ -371,3 +371,34 @@ def test_torchrun_with_two_processes_merges_the_summary_of_one_process(tiny_mode
     single = run_batch(discover_inputs([root]), models, tmp_path / "single", options(batch_size=1))
     assert comparable(read_summary_rows(out)) == comparable(single.rows)
     assert {p.name for p in out.iterdir()} == {p.name for p in (tmp_path / "single").iterdir()}
+
+
+# --- one output folder, one input per case id (issue 16, defect 3) -------------------------------
+
+def test_a_second_folder_with_the_same_relative_paths_is_refused_and_earlier_rows_are_kept(tiny_models_dir,
+                                                                                           tmp_path, capsys):
+    a, b = (dicom(tmp_path / name / "P.dcm", seed) for name, seed in (("a", 1), ("b", 2)))
+    d = dicom(tmp_path / "d" / "Q.dcm", 4)
+    out = tmp_path / "out"
+    base = ["--models-dir", str(tiny_models_dir), "--device", "cpu", "--out", str(out), "--workers", "0",
+            "--quiet"]
+    assert cli.main(["measure", str(a.parent), *base]) == 0
+    case = case_id("P.dcm")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+
+    for extra in ([], ["--resume"]):
+        assert cli.main(["measure", str(b.parent), *base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "already holds results of other inputs" in err and case in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+        after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        assert after == before  # a's JSON, markups, overlay, marker and summary row untouched
+
+    assert cli.main(["measure", str(d.parent), *base]) == 0  # another case id: measured beside a's
+    rows = read_summary(out / SUMMARY_FILE)
+    assert [r["case_id"] for r in rows] == [case, case_id("Q.dcm")]
+    assert (out / f"{case}.json").read_bytes() == before[Path(f"{case}.json")]
+
+    assert cli.main(["measure", str(a.parent), *base]) == 0  # the same input again: measured again, one row
+    assert sorted(r["case_id"] for r in read_summary(out / SUMMARY_FILE)) == sorted([case, case_id("Q.dcm")])

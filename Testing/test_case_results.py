@@ -67,7 +67,8 @@ def test_row_of_a_corrected_model_result():
     row = results_row(alignment, radiograph="K", landmarks="L", source="model", schema="postop",
                       side_source="detected", measurement=m, edited=edited)
     assert row["source"] == "model, corrected"
-    assert (row["status"], row["qc_flags"], row["models"]) == ("flagged", "low_mean_confidence", "g@1.0;l@2.1")
+    assert (row["status"], row["qc_flags"], row["models"]) == ("flagged", "low_mean_confidence",
+                                                            "g@1.0 (user-supplied);l@2.1 (user-supplied)")
     assert row["edited_landmarks"] == f"{schema.names[3]};{schema.names[40]}"
     assert math.isnan(row["aldfa_deg"]) and row["tibial_component_beta_deg"] == alignment.tibial_component_beta_deg
     unedited = results_row(alignment, radiograph="K", landmarks="L", source="model", schema="postop",

@@ -60,16 +60,21 @@ def known_measurement(version: str = "0.0.1", flags=()) -> Measurement:
         timings_ms={"total": 1.0}, device="cpu", precision="float32", case_id="case-000000000000")
 
 
-def dciodvfy_errors(path: Path) -> list[str]:
+def dciodvfy_lines(path: Path, kind: str) -> list[str]:
     tool = shutil.which("dciodvfy")
     if tool is None:
         pytest.skip("dciodvfy (dicom3tools) is not installed")
     done = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
-    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith(kind)]
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    return dciodvfy_lines(path, "Error")
 
 
 def private(code: str):
     return hd.sr.CodedConcept(code, CODING_SCHEME, code)  # codes compare by value and scheme
+
 
 
 # --- the structured report ----------------------------------------------------------------------
@@ -89,15 +94,15 @@ def test_sr_reads_back_with_angles_methods_units_and_landmarks_on_the_source_ima
     [group] = sr.content.get_image_measurement_groups()
     assert group.finding_sites[0].laterality == codes.SCT.Right
     assert [img.referenced_sop_instance_uid for img in group.source_images] == [original.SOPInstanceUID]
-    [qc] = group.get_qualitative_evaluations(name=private("QCSTATUS"))
-    assert qc.value.value == "OK"
+    [qc] = group.get_qualitative_evaluations(name=codes.DCM.QualityControl)
+    assert qc.value == codes.DCM.UsableMeetsTheQualityControlStandard
     angles = group.get_measurements(name=private("ATFA"))
     assert [m.method.value for m in angles] == ["FTS", "FNTS"]
     for m, method in zip(angles, ("fts", "fnts")):
         assert m.value == pytest.approx(getattr(a, f"atfa_{method}_deg"), abs=1e-9)
         assert (m.unit.value, m.unit.scheme_designator) == ("deg", "UCUM")
         femoral, tibial = m.referenced_coordinates
-        assert (femoral.name.value, tibial.name.value) == ("FEMAXIS", "TIBAXIS")
+        assert (femoral.name, tibial.name) == (codes.DCM.AnatomicalAxisOfFemur, private("TIBAXIS"))
         assert femoral.graphic_type.value == "POLYLINE"
         np.testing.assert_allclose(femoral.value - 0.5, getattr(a, f"femoral_axis_{method}_px"), atol=1e-3)
         np.testing.assert_allclose(tibial.value - 0.5, getattr(a, f"tibial_axis_{method}_px"), atol=1e-3)
@@ -108,9 +113,26 @@ def test_sr_reads_back_with_angles_methods_units_and_landmarks_on_the_source_ima
     assert [g.tracking_identifier for g in points] == list(lm.names)
     assert all(g.roi.graphic_type.value == "POINT" for g in points)
     np.testing.assert_allclose(np.concatenate([g.roi.value for g in points]) - 0.5, lm.points_px, atol=1e-3)
-    confidence = [g.get_measurements(name=private("LMCONF"))[0].value for g in points]
+    confidence = [g.get_measurements(name=codes.DCM.CertaintyOfFeature)[0].value for g in points]
     np.testing.assert_allclose(confidence, lm.confidence, atol=1e-9)
     assert dciodvfy_errors(path) == []
+
+
+def test_sr_uses_standard_codes_and_the_private_scheme_only_where_none_exists(tmp_path):
+    """dciodvfy warns once per use of a private coding scheme (145 warnings for a pre-op report, one per
+    landmark, before standard codes replaced them); what is left is the aTFA, its methods and the tibial axis."""
+    path = write_measurement_sr(tmp_path / "r.sr.dcm", known_measurement(),
+                                source_reference(source_dx(tmp_path / "source.dcm")))
+    # (the test source leaves Study ID and Time empty, Type 2: copied empty, DICOMDIR would want them)
+    warnings = [w for w in dciodvfy_lines(path, "Warning") if "needed to build DICOMDIR" not in w]
+    private_scheme = [w for w in warnings if CODING_SCHEME in w]
+    assert not set(warnings) - set(private_scheme), warnings  # no other kind of warning
+    # 2 x ATFA, its 2 methods, 2 x TIBAXIS, and the scheme's own declaration
+    assert len(private_scheme) <= 7, f"{len(private_scheme)} uses of {CODING_SCHEME}"
+    sr = pydicom.dcmread(path)
+    [scheme] = sr.CodingSchemeIdentificationSequence
+    assert (scheme.CodingSchemeDesignator, scheme.CodingSchemeVersion) == (CODING_SCHEME, "1")
+    assert scheme.CodingSchemeName and scheme.CodingSchemeResponsibleOrganization
 
 
 def test_result_uids_are_stable_for_the_same_models_and_new_for_others(tmp_path):
@@ -132,7 +154,7 @@ def test_a_flagged_result_without_angles_or_landmarks_still_gives_a_valid_report
     sr = hd.sr.srread(path)
     [group] = sr.content.get_image_measurement_groups()
     assert group.get_measurements() == [] and sr.content.get_planar_roi_measurement_groups() == []
-    assert group.get_qualitative_evaluations()[0].value.value == "FLAGGED"
+    assert group.get_qualitative_evaluations()[0].value == codes.DCM.UsableDoesNotMeetTheQualityControlStandard
     assert group.finding_sites[0].laterality is None
     assert dciodvfy_errors(path) == []
 

@@ -31,8 +31,9 @@ from KneeAlignmentLib.schema import example_landmarks_px, load_schema
 
 SLICER_SCHEMA = Path(__file__).parent / "data" / "markups-schema-v1.0.3.json"
 SPACING = (0.16, 0.12)  # anisotropic (row_mm, col_mm): a swapped axis changes every angle
-MODELS = (ModelInfo("global", "knee-global", "1.2.0"), ModelInfo("local_preop", "knee-preop", "1.1.0"),
-          ModelInfo("local_postop", "knee-postop", "1.0.3"))
+MODELS = (ModelInfo("global", "knee-global", "1.2.0", "release"), ModelInfo("local_preop", "knee-preop", "1.1.0",
+                                                                          "release"),
+          ModelInfo("local_postop", "knee-postop", "1.0.3", "release"))
 
 
 def sample(schema_kind="preop", knee_side="L", spacing_mm=SPACING, flags=(), **changes) -> Measurement:
@@ -66,7 +67,7 @@ def test_json_round_trip_is_exact_and_versioned():
     assert data["software"] == {"name": "kneealignment", "version": __version__}
     assert (data["status"], data["reason"]) == ("flagged", "2 of 134 landmarks below 0.3: FLC00, FLC01")
     assert data["models"][1] == {"role": "local_preop", "name": "knee-preop", "version": "1.1.0",
-                                 "model_id": "knee-preop@1.1.0"}
+                                 "model_id": "knee-preop@1.1.0", "provenance": "release"}
     back = Measurement.from_json(text)
     assert back.to_json() == text
     np.testing.assert_array_equal(back.landmarks.points_px, m.landmarks.points_px)

@@ -212,7 +212,9 @@ def test_a_stated_side_skips_detection_and_a_contradicting_given_side_is_flagged
     oracle = oracle_models(models, [knee])
     result = measure(knee.radiograph(side="L", side_source="ImageLaterality"), oracle, side="R")
     assert (result.side, result.side_source) == ("L", "DICOM ImageLaterality")
-    assert oracle.local("preop").network.seen == 1 and oracle.local("postop").network.seen == 1
+    # One crop per model (no second side), plus the measured kind's orientation check: the knee
+    # turned by 180 degrees as either side and mirrored (qc.orientation_flags).
+    assert oracle.local("preop").network.seen == 1 + 3 and oracle.local("postop").network.seen == 1
     assert result.flag_codes == ("side_conflict",)
     assert result.alignment.atfa_fts_deg == pytest.approx(knee.alignment().atfa_fts_deg, abs=0.05)
 
@@ -344,7 +346,7 @@ def test_random_networks_give_flagged_results_with_every_field(models):
         assert np.all((result.landmarks.confidence >= 0) & (result.landmarks.confidence <= 1))
         assert result.reference_points_px.shape == (2, 2)
         assert [m.model_id for m in result.models] == ["tiny-global@0.0.1", "tiny-preop@0.0.1", "tiny-postop@0.0.1"]
-        assert set(result.timings_ms) == {"global", "local", "geometry", "total"}
+        assert set(result.timings_ms) == {"global", "local", "orientation", "geometry", "total"}
         assert (result.device, result.precision) == ("cpu", "float32")
         json.loads(result.to_json())
 

@@ -9,6 +9,7 @@ name typo, torch imported when Slicer's generic tests import every module) fails
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.util
 import re
 import struct
@@ -252,6 +253,16 @@ def test_top_level_cmake_has_extension_metadata_and_slicer_boilerplate():
     assert all(url.startswith(raw) for url in " ".join(sets["EXTENSION_SCREENSHOTURLS"]).split())
 
 
+def test_icon_and_screenshot_urls_name_files_in_the_repository():
+    sets = _cmake_sets(_cmake_text(ROOT / "CMakeLists.txt"))
+    raw = sets["EXTENSION_HOMEPAGE"][0].replace("https://github.com/", "https://raw.githubusercontent.com/")
+    urls = [sets["EXTENSION_ICONURL"][0], *" ".join(sets["EXTENSION_SCREENSHOTURLS"]).split()]
+    assert len(urls) >= 2
+    for url in urls:
+        branch, _, relative = url[len(raw):].lstrip("/").partition("/")
+        assert branch == "main" and (ROOT / relative).is_file(), f"{url}: no {relative} in the repository"
+
+
 def test_extension_category_matches_module_categories():
     category = _cmake_sets(_cmake_text(ROOT / "CMakeLists.txt"))["EXTENSION_CATEGORY"]
     module = _classes(_module_ast())["KneeAlignment"]
@@ -306,15 +317,10 @@ def test_module_file_stays_thin():
 
 
 def test_gui_choices_map_onto_core_values():
-    from KneeAlignmentLib import schema
+    from KneeAlignmentLib import schema, workflow
     from KneeAlignmentLib.pipeline import resolve_device
 
-    constants = {
-        node.targets[0].id: ast.literal_eval(node.value)
-        for node in _module_ast().body
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-        and node.targets[0].id in ("SCHEMA_KINDS", "SIDE_CODES", "DEVICES")
-    }
+    constants = {name: dict(getattr(workflow, name)) for name in ("SCHEMA_KINDS", "SIDE_CODES", "DEVICES")}
     assert sorted(constants["SCHEMA_KINDS"].values()) == sorted(schema.KINDS)
     assert sorted(constants["SIDE_CODES"].values()) == ["L", "R"]
     for device in constants["DEVICES"].values():
@@ -648,9 +654,18 @@ class _Table(_Node):
 class _Volume(_Node):
     """A scalar volume: voxel array (K, J, I), IJK-to-RAS matrix, display window/level and colour."""
 
-    def __init__(self, scene, array, ijk_to_ras, window=None, colour="vtkMRMLColorTableNodeGrey"):
+    def __init__(self, scene, array, ijk_to_ras, window=None, colour="vtkMRMLColorTableNodeGrey", file=None):
         super().__init__(scene, "vtkMRMLScalarVolumeNode", "Knee")
         self.array, self.matrix, self.window, self.colour = array, np.asarray(ijk_to_ras, float), window, colour
+        self.file, self.modified = file, False
+
+    def GetStorageNode(self):  # vtkMRMLStorableNode: the file it was read from, if any
+        if self.file is None:
+            return None
+        return type("Storage", (), {"GetFileName": lambda storage: str(self.file)})()
+
+    def GetModifiedSinceRead(self):
+        return self.modified
 
     def GetImageData(self):
         return self.array
@@ -681,7 +696,7 @@ class _Scene:
     """vtkMRMLScene: nodes by ID, unique names, and a subject hierarchy recording parents."""
 
     def __init__(self):
-        self.nodes, self.parents = {}, {}
+        self.nodes, self.parents, self.files = {}, {}, {}
 
     def add(self, node):
         node.id = f"vtkMRMLNode{len(self.nodes) + 1}"
@@ -773,14 +788,94 @@ def _update_from_array(node, array, world=False):
     node.InvokeEvent(EVENTS["PointModifiedEvent"])
 
 
+def _copy_nodes(nodes, scene):
+    """Deep copies of nodes (their observers, which belong to the running logic, left out) in ``scene``."""
+    copies = {}
+    for node_id, node in nodes.items():
+        observers, node.observers = node.observers, []
+        try:
+            copies[node_id] = copy.deepcopy(node, memo={id(scene): scene})
+        finally:
+            node.observers = observers
+    return copies
+
+
+def _save_scene(scene, path):
+    """slicer.util.saveScene: every node with its attributes, references and data, as a .mrb keeps them."""
+    scene.files[str(path)] = (_copy_nodes(scene.nodes, scene), dict(scene.parents))
+    Path(path).write_bytes(b"stand-in scene bundle")
+    return True
+
+
+def _load_scene(scene, path):
+    """slicer.util.loadScene into the (cleared) scene: the saved nodes, IDs kept."""
+    nodes, parents = scene.files[str(path)]
+    scene.nodes.update(_copy_nodes(nodes, scene))
+    scene.parents.update(parents)
+
+
+def _parameter_node_wrapper(cls):
+    """slicer.parameterNodeWrapper: typed fields stored in a scripted module node (MRML nodes as references)."""
+    fields = set(cls.__annotations__)
+    defaults = {name: getattr(cls, name) for name in fields if hasattr(cls, name)}
+
+    class Wrapped:
+        def __init__(self, node):
+            object.__setattr__(self, "_node", node)
+
+        def __getattr__(self, name):
+            if name not in fields:
+                raise AttributeError(name)
+            if name in self._node.references:
+                return self._node.GetNodeReference(name)
+            return self._node.attributes.get(name, defaults.get(name))
+
+        def __setattr__(self, name, value):
+            if name not in fields:
+                raise AttributeError(name)
+            if isinstance(value, _Node):
+                self._node.SetNodeReferenceID(name, value.GetID())
+            else:
+                self._node.SetAttribute(name, value)
+
+    Wrapped.__name__ = cls.__name__
+    return Wrapped
+
+
+def _save_node(node, path):
+    """slicer.util.saveNode of a point list: a markups file with its labels and RAS positions; True when written."""
+    import json
+
+    points = [{"label": p["label"], "position": list(p["position"])} for p in node.points]
+    Path(path).write_text(json.dumps({"markups": [{"type": "Fiducial", "coordinateSystem": "RAS",
+                                                   "controlPoints": points}]}))
+    return True
+
+
+def _stored_values(path: Path) -> np.ndarray:
+    """The voxels Slicer's readers give: stored values (DICOM: after the modality LUT), no VOI, no inversion."""
+    import pydicom
+    import SimpleITK as sitk
+    from pydicom.pixels import apply_modality_lut
+
+    if pydicom.misc.is_dicom(path):
+        ds = pydicom.dcmread(path)
+        return apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
+
+
 def _load_volume(scene, path):
-    """slicer.util.loadVolume of a 2D image: one slice, i along L, j along P, spacing from the file."""
+    """slicer.util.loadVolume of a 2D image: one slice, i along L, j along P, spacing from the file, stored
+    values as voxels, an automatic display window (Slicer's default)."""
     from KneeAlignmentLib.imageio import read_radiograph
 
     radiograph = read_radiograph(path)
     row_mm, col_mm = radiograph.spacing_mm or (1.0, 1.0)
     ijk_to_ras = np.diag([-col_mm, -row_mm, 1.0, 1.0])
-    return scene.add(_Volume(scene, radiograph.pixels[None], ijk_to_ras))
+    voxels = _stored_values(Path(path))
+    low, high = np.percentile(voxels, [0.5, 99.5])
+    return scene.add(_Volume(scene, voxels[None], ijk_to_ras, window=((low + high) / 2, max(high - low, 1.0)),
+                             file=path))
 
 
 def _stand_in_modules(scene: _Scene) -> dict[str, types.ModuleType]:
@@ -788,8 +883,9 @@ def _stand_in_modules(scene: _Scene) -> dict[str, types.ModuleType]:
         def __init__(self, *args, **kwargs):
             pass
 
-        def getParameterNode(self):
-            return None
+        def getParameterNode(self):  # the module's singleton parameter node in the scene
+            found = scene.of_class("vtkMRMLScriptedModuleNode")
+            return found[0] if found else scene.add(_Node(scene, "vtkMRMLScriptedModuleNode", "KneeAlignment"))
 
     modules = {name: types.ModuleType(name) for name in (
         "qt", "vtk", "slicer", "slicer.i18n", "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule",
@@ -801,7 +897,7 @@ def _stand_in_modules(scene: _Scene) -> dict[str, types.ModuleType]:
     slicer.mrmlScene = scene
     modules["slicer.i18n"].tr = lambda text: text
     modules["slicer.i18n"].translate = lambda context, text: text
-    modules["slicer.parameterNodeWrapper"].parameterNodeWrapper = lambda cls: cls
+    modules["slicer.parameterNodeWrapper"].parameterNodeWrapper = _parameter_node_wrapper
     modules["slicer.parameterNodeWrapper"].Choice = lambda choices: tuple(choices)
     scripted = modules["slicer.ScriptedLoadableModule"]
     for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic"):
@@ -817,6 +913,9 @@ def _stand_in_modules(scene: _Scene) -> dict[str, types.ModuleType]:
     util.addVolumeFromArray = lambda array, ijk_to_ras, name: scene.add(_Volume(scene, np.array(array), ijk_to_ras))
     util.getNodesByClass = scene.of_class
     util.loadVolume = lambda path, properties: _load_volume(scene, path)
+    util.saveNode = _save_node
+    util.saveScene = lambda path, properties={}: _save_scene(scene, path)
+    util.loadScene = lambda path, properties={}: _load_scene(scene, path)
     vtk.vtkMatrix4x4 = type("vtkMatrix4x4", (), {})
     vtk.vtkDoubleArray = lambda: _Array(numeric=True)
     vtk.vtkStringArray = lambda: _Array(numeric=False)
@@ -996,22 +1095,65 @@ def test_manual_points_are_placed_in_order_and_give_the_same_angles(module, scen
     assert _by_role(manual, "DefiningPoints") is None  # the user's points are the defining points
 
 
-def test_volume_is_measured_as_displayed_with_its_dicom_side(module, scene, monkeypatch):
+def test_volume_without_a_file_is_measured_whatever_its_display_with_its_dicom_side(module, scene, monkeypatch):
     class Database:
         def instanceValue(self, uid, tag):
             return {("1.2", "0020,0062"): "L ", ("1.2", "0020,0060"): "R"}.get((uid, tag), "")
+
+        def fileForInstance(self, uid):
+            return ""  # not in the database: the voxels are measured
 
     pixels = np.array([[[0, 1000, 2000, 3000]]], dtype=np.int16)
     volume = scene.add(_Volume(scene, pixels, IJK_TO_RAS, window=(1500.0, 2000.0),
                                colour="vtkMRMLColorTableNodeInvertedGrey"))
     image = module.KneeAlignmentLogic.volumeImage(volume)
-    np.testing.assert_allclose(image.radiograph.pixels[0], [1.0, 0.75, 0.25, 0.0])  # window, then inverted
+    np.testing.assert_allclose(image.radiograph.pixels[0], [1.0, 2 / 3, 1 / 3, 0.0], atol=1e-6)  # inverted min-max
+    volume.window = (500.0, 100.0)  # the user changes window/level: nothing changes
+    np.testing.assert_array_equal(module.KneeAlignmentLogic.volumeImage(volume).radiograph.pixels,
+                                  image.radiograph.pixels)
     assert image.radiograph.spacing_mm == pytest.approx(SPACING)
     assert image.radiograph.side is None
-    volume.SetAttribute("DICOM.instanceUIDs", "1.2 1.3")
+    volume.SetAttribute("DICOM.instanceUIDs", "1.2")
     monkeypatch.setattr(sys.modules["slicer"], "dicomDatabase", Database(), raising=False)
     image = module.KneeAlignmentLogic.volumeImage(volume)
     assert (image.radiograph.side, image.radiograph.side_source) == ("L", "DICOM ImageLaterality")
+
+
+@pytest.mark.parametrize("name", ["phantom_preop.dcm", "phantom_postop.dcm", "png", "windowed dicom"])
+def test_slicer_and_the_command_line_give_the_network_the_same_pixels(module, scene, tmp_path, name):
+    """The same file, loaded into Slicer (any window/level) or read by `kneealign measure`: identical pixels,
+    hence identical landmarks (the pipeline is deterministic)."""
+    from dicom_factory import write_dx
+    from KneeAlignmentLib.imageio import read_radiograph
+    from KneeAlignmentLib.phantom.dataset import render_case, write_png16
+
+    case = render_case("preop", 3, 0, (160, 128))
+    if name == "png":
+        path = write_png16(tmp_path / "knee.png", case.display)
+    elif name == "windowed dicom":  # a VOI window that clips: min-max of the voxels would differ
+        path = write_dx(tmp_path / "knee.dcm", case.display, bits_stored=case.bits_stored, pixel_spacing=(0.3, 0.3),
+                        window=(2000.0, 1500.0), photometric="MONOCHROME1")
+    else:
+        path = MODULE_DIR / "Resources" / "Examples" / name
+    if "phantom" in name:  # the bundled examples, as the module's button loads them
+        volume = next(v for v in module.KneeAlignmentLogic.loadExamples(path.parent) if Path(v.file) == path)
+    else:
+        volume = _load_volume(scene, path)
+    cli = read_radiograph(path)
+    for window in (volume.window, (0.0, 10.0), (1e4, 1.0)):
+        volume.window = window
+        slicer_pixels = module.KneeAlignmentLogic.volumeImage(volume).radiograph.pixels
+        np.testing.assert_array_equal(slicer_pixels, cli.pixels)
+    if name == "phantom_preop.dcm":  # and so the shipped models find the same landmarks
+        from KneeAlignmentLib.pipeline import ModelSet, default_models_dir, measure
+
+        models = ModelSet.load(default_models_dir(), device="cpu")
+        in_slicer = measure(module.KneeAlignmentLogic.volumeImage(volume).radiograph, models, kind="preop")
+        on_the_command_line = measure(cli, models, kind="preop")
+        np.testing.assert_array_equal(in_slicer.landmarks.points_px, on_the_command_line.landmarks.points_px)
+    volume.modified = True  # edited in Slicer: the voxels are measured, still whatever the window
+    edited = module.KneeAlignmentLogic.volumeImage(volume).radiograph
+    assert edited.intensity_mapping == "min-max" and edited.shape == cli.shape
 
 
 def test_example_radiographs_load_as_volumes(module, scene, tmp_path):
@@ -1131,6 +1273,22 @@ def test_dicom_sr_export_of_an_unedited_model_result(module, scene, tmp_path, mo
     with pytest.raises(ValueError, match="FLC00 were corrected"):
         logic.exportDicomSr(node, tmp_path / "sr2.dcm")
     assert not (tmp_path / "sr2.dcm").exists()
+
+
+def test_a_self_test_that_cannot_run_is_reported_as_skipped_never_as_passed(module, tmp_path, monkeypatch):
+    from KneeAlignmentLib.errors import BundleError
+
+    def no_models(self):
+        raise BundleError("no models installed")
+
+    shown = []
+    monkeypatch.setattr(module.KneeAlignmentLogic, "modelPaths", no_models)
+    monkeypatch.setattr(module.KneeAlignmentTest, "delayDisplay", lambda self, message, msec=None: shown.append(message))
+    with open(tmp_path / "log.txt", "w") as log:
+        result = unittest.TextTestRunner(stream=log, verbosity=2).run(module.KneeAlignmentTest("runTest"))
+    assert not result.errors and not result.failures
+    assert len(result.skipped) == 1 and "no models installed" in result.skipped[0][1]
+    assert shown.count("Test passed") == 3 and any("NOT tested" in message for message in shown)
 
 
 def test_the_slicer_self_test_passes_against_the_stand_ins(module, tmp_path, monkeypatch):

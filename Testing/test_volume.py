@@ -68,18 +68,32 @@ def test_same_pixels_as_reading_the_file(tmp_path):
     stored = np.random.default_rng(2).integers(0, 65535, size=(30, 20), dtype=np.uint16)
     sitk.WriteImage(sitk.GetImageFromArray(stored), str(tmp_path / "knee.png"))
     from_file = read_radiograph(tmp_path / "knee.png")
-    from_volume = radiograph_from_volume(stored[None], MATRICES["slicer-2d"], window=(65535 / 2, 65535))
-    np.testing.assert_allclose(from_volume.radiograph.pixels, from_file.pixels, atol=1e-6)
+    from_volume = radiograph_from_volume(stored[None], MATRICES["slicer-2d"], source_file=tmp_path / "knee.png")
+    np.testing.assert_array_equal(from_volume.radiograph.pixels, from_file.pixels)
+    assert from_volume.radiograph.spacing_source == "volume geometry"
+    # Without the file: the voxels' own range, which the networks' standardisation makes equivalent.
+    voxels_only = radiograph_from_volume(stored[None], MATRICES["slicer-2d"]).radiograph
+    standardise = lambda p: (p - p.mean()) / p.std()
+    np.testing.assert_allclose(standardise(voxels_only.pixels), standardise(from_file.pixels), atol=1e-4)
 
 
-def test_display_window_and_inverted_grey_are_applied():
+def test_a_source_file_that_does_not_match_the_volume_is_not_used(tmp_path):
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8), np.uint8)), str(tmp_path / "other.png"))
     voxels = np.array([[[0, 100, 200, 300]]], dtype=np.int16)
-    windowed = radiograph_from_volume(voxels, MATRICES["slicer-2d"], window=(150.0, 200.0))
-    np.testing.assert_allclose(windowed.radiograph.pixels[0], [0.0, 0.25, 0.75, 1.0])
-    assert windowed.radiograph.intensity_mapping == "display window"
-    inverted = radiograph_from_volume(voxels, MATRICES["slicer-2d"], window=(150.0, 200.0), invert=True)
-    np.testing.assert_allclose(inverted.radiograph.pixels[0], [1.0, 0.75, 0.25, 0.0])
-    assert radiograph_from_volume(voxels, MATRICES["slicer-2d"]).radiograph.intensity_mapping == "min-max"
+    for source in (tmp_path / "other.png", tmp_path / "missing.png"):
+        image = radiograph_from_volume(voxels, MATRICES["slicer-2d"], source_file=source)
+        np.testing.assert_allclose(image.radiograph.pixels[0], [0.0, 1 / 3, 2 / 3, 1.0], atol=1e-6)
+
+
+def test_voxels_map_by_their_own_range_and_inverted_grey_is_applied():
+    voxels = np.array([[[0, 100, 200, 300]]], dtype=np.int16)
+    plain = radiograph_from_volume(voxels, MATRICES["slicer-2d"])
+    np.testing.assert_allclose(plain.radiograph.pixels[0], [0.0, 1 / 3, 2 / 3, 1.0], atol=1e-6)
+    assert plain.radiograph.intensity_mapping == "min-max"
+    inverted = radiograph_from_volume(voxels, MATRICES["slicer-2d"], invert=True)
+    np.testing.assert_allclose(inverted.radiograph.pixels[0], [1.0, 2 / 3, 1 / 3, 0.0], atol=1e-6)
 
 
 def test_side_and_colour_volumes():
@@ -91,17 +105,16 @@ def test_side_and_colour_volumes():
 
 
 @pytest.mark.parametrize(
-    ("voxels", "window", "message"),
+    ("voxels", "message"),
     [
-        (np.zeros((2, 4, 4)), None, "this volume has 2 slices"),
-        (np.zeros((4,)), None, "single-slice volume"),
-        (np.full((1, 4, 4), np.nan), None, "NaN or infinite"),
-        (np.zeros((1, 4, 4)), (0.0, 0.0), "window width"),
+        (np.zeros((2, 4, 4)), "this volume has 2 slices"),
+        (np.zeros((4,)), "single-slice volume"),
+        (np.full((1, 4, 4), np.nan), "NaN or infinite"),
     ],
 )
-def test_bad_volumes_raise_image_read_error(voxels, window, message):
+def test_bad_volumes_raise_image_read_error(voxels, message):
     with pytest.raises(ImageReadError, match=message):
-        radiograph_from_volume(voxels, MATRICES["slicer-2d"], window=window)
+        radiograph_from_volume(voxels, MATRICES["slicer-2d"])
 
 
 def test_bad_matrix_and_positions_raise_value_error():

@@ -21,11 +21,19 @@ Outputs in the output folder, each written atomically (``atomicio``)::
     <case>.png          overlay picture (the image's height, within OVERLAY_HEIGHT_PX)
     <case>.sr.dcm       DICOM SR, TID 1500          (``dicom_results`` and DICOM input)
     <case>.sc.dcm       overlay as DICOM Secondary Capture (same)
-    summary.csv         one row per input, in input order (rank 0 writes it)
+    summary.csv         one row per input, in input order (rank 0 writes it), after the
+                        rows of earlier runs' cases that this run did not measure
     .kneealign-done/<case>.json   completion marker: removed when a case starts, written
-                        after its last output; holds the case's summary row and a
+                        after its last output; holds the case's summary row, a
                         fingerprint (input size and modification time, models,
-                        software version, options)
+                        software version, options) and the SHA-256 of the input's
+                        absolute path
+
+One output folder holds one input per case id. Two folders given in two runs can hold
+files with the same relative path (``a/P.dcm``, ``b/P.dcm``), hence the same case id: a
+run whose case id belongs to another input's results in the output folder is refused
+before anything is written (``OutputConflictError``), with or without ``resume``, so no
+run replaces another input's results.
 
 With ``resume`` a case whose marker matches the fingerprint and whose outputs all exist
 is not measured again; its row comes from the marker. Cases that ended in an error
@@ -63,13 +71,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import __version__
 from .atomicio import write_atomic
-from .errors import KneeAlignmentError
+from .errors import KneeAlignmentError, OutputConflictError
 from .imageio import FORMAT_SIGNATURES  # the reader's own table: one list of recognised formats
-from .imageio import DEFAULT_MAX_PIXELS, Radiograph, read_radiograph
+from .imageio import DEFAULT_MAX_PIXELS, Radiograph, quiet_pydicom, read_radiograph
 from .measurement import Measurement, csv_header, write_markups
 from .pipeline import ModelSet, measure_batch
 from .schema import KINDS
 from .sharding import Shard
+from .workers import worker_init
 
 __all__ = [
     "MARKER_DIR",
@@ -139,11 +148,11 @@ def discover_inputs(paths: Iterable[str | os.PathLike[str]], *,
 
     A file reached twice (named twice, or inside two named folders) is measured once.
     """
-    excluded = {Path(p).resolve() for p in exclude}
+    excluded = {_resolved(Path(p)) for p in exclude}
     found: list[tuple[Path, str, str | None]] = []  # (path, key, skip reason)
     for argument in map(Path, paths):
         if argument.is_dir():
-            if argument.resolve() in excluded:
+            if _resolved(argument) in excluded:
                 raise ValueError(f"{argument} is the output folder; write the results elsewhere (e.g. a subfolder)")
             for path in _walk(argument, excluded):
                 found.append((path, path.relative_to(argument).as_posix(), _skip_reason(path)))
@@ -151,7 +160,7 @@ def discover_inputs(paths: Iterable[str | os.PathLike[str]], *,
             found.append((argument, argument.name, None))
     inputs, seen_paths, key_counts = [], set(), Counter()
     for path, key, reason in found:
-        resolved = path.resolve()
+        resolved = _resolved(path)
         if resolved in seen_paths:
             continue
         seen_paths.add(resolved)
@@ -162,10 +171,19 @@ def discover_inputs(paths: Iterable[str | os.PathLike[str]], *,
     return inputs
 
 
+def _resolved(path: Path) -> Path:
+    """The path with symbolic links resolved; a link that loops or cannot be followed stays as it is
+    (its reading then fails as that input's error)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return Path(os.path.abspath(path))
+
+
 def _walk(root: Path, excluded: set[Path]) -> Iterable[Path]:
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in excluded)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _resolved(here / d) not in excluded)
         for name in sorted(files):
             yield here / name
 
@@ -194,7 +212,8 @@ def _skip_reason(path: Path) -> str | None:
 
 def _dicom_skip_reason(path: Path) -> str | None:
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
+        with quiet_pydicom():
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
         modality, sop_class = str(ds.get("Modality", "")).upper(), str(ds.get("SOPClassUID", ""))
     except Exception:  # noqa: BLE001 - a damaged file is left to the reader, which reports it as the case's error
         return None
@@ -238,6 +257,14 @@ class _ReadDataset(Dataset):
 def _as_list(batch: list[_Read]) -> list[_Read]:
     """DataLoader collate function: a batch stays a list (images differ in size)."""
     return batch
+
+
+def _reader(inputs: Sequence[InputFile], options: BatchOptions) -> DataLoader:
+    """Batches of ``_Read`` from ``options.workers`` processes, which die with this one (``workers``)."""
+    return DataLoader(_ReadDataset(inputs, options.max_pixels), batch_size=options.batch_size,
+                      num_workers=options.workers, collate_fn=_as_list,
+                      prefetch_factor=2 if options.workers else None,
+                      worker_init_fn=worker_init() if options.workers else None)
 
 
 # --- options, records, summary -----------------------------------------------------------------
@@ -376,6 +403,44 @@ def _resumed(item: InputFile, out_dir: Path, fingerprint: dict) -> CaseRecord | 
     return CaseRecord(item.case_id, names["input_name"] or None, names["status"], names["reason"], row, None, True)
 
 
+def _input_id(item: InputFile) -> str:
+    """SHA-256 of the input's absolute path: which input a case's results belong to (never the path itself)."""
+    return hashlib.sha256(os.path.abspath(item.path).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _refuse_other_inputs(inputs: Sequence[InputFile], out_dir: Path) -> None:
+    """Raise OutputConflictError when a case id of ``inputs`` holds another input's results in ``out_dir``."""
+    clashes = []
+    for item in inputs:
+        if item.skip_reason is not None:
+            continue
+        try:
+            marker = json.loads((out_dir / MARKER_DIR / f"{item.case_id}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        recorded = marker.get("input") if isinstance(marker, dict) else None
+        if isinstance(recorded, str) and recorded != _input_id(item):
+            clashes.append(item.case_id)
+    if clashes:
+        shown = ", ".join(clashes[:3]) + (" ..." if len(clashes) > 3 else "")
+        raise OutputConflictError(
+            f"the output folder already holds results of other inputs under the case ids of {len(clashes)} of "
+            f"these inputs ({shown}): case ids come from each file's path relative to the folder given, and "
+            f"another folder measured into it earlier has files with the same relative paths. Nothing was "
+            f"written; measure into a new output folder, or remove those cases' results first.")
+
+
+def _earlier_rows(out_dir: Path, measured_now: set[str]) -> list[tuple[str, ...]]:
+    """Rows of the existing summary whose cases this run does not cover (kept, never dropped)."""
+    header = csv_header()
+    try:
+        rows = read_summary(out_dir / SUMMARY_FILE)
+    except (OSError, ValueError, csv.Error):
+        return []
+    return [tuple(row.get(column) or "" for column in header) for row in rows
+            if row.get("case_id") and row["case_id"] not in measured_now]
+
+
 # --- writing one case ---------------------------------------------------------------------------
 
 def _write_case(item: InputFile, radiograph: Radiograph, result: Measurement, out_dir: Path,
@@ -394,7 +459,7 @@ def _write_case(item: InputFile, radiograph: Radiograph, result: Measurement, ou
         written.append(draw_measurement(radiograph.pixels, result, out_dir / f"{case}.png", height_px=height))
         if options.dicom_results and radiograph.source_format == "DICOM":
             written += _write_dicom_results(item, result, out_dir / f"{case}.png", out_dir)
-        marker = {"fingerprint": fingerprint, "row": list(result.to_csv_row()),
+        marker = {"fingerprint": fingerprint, "input": _input_id(item), "row": list(result.to_csv_row()),
                   "outputs": [path.name for path in written]}
         write_atomic(out_dir / MARKER_DIR / f"{case}.json", json.dumps(marker, indent=1) + "\n")
     except BaseException:
@@ -457,6 +522,7 @@ def run_batch(inputs: Sequence[InputFile], models: ModelSet, out_dir: str | os.P
     Raises:
         ValueError: bad arguments, or ranks that found different inputs.
         BundleError: ``options.kind`` names a schema the models lack.
+        OutputConflictError: ``out_dir`` holds another input's results under one of these case ids.
         OSError: the output folder or the summary cannot be written.
     """
     out = None if out_dir is None else Path(out_dir)
@@ -467,6 +533,7 @@ def run_batch(inputs: Sequence[InputFile], models: ModelSet, out_dir: str | os.P
     if options.kind != "auto":
         models.local(options.kind)  # BundleError now rather than for every image
     if out is not None:
+        _refuse_other_inputs(inputs, out)
         (out / MARKER_DIR).mkdir(parents=True, exist_ok=True)
     made_group = shard.join()
     try:
@@ -485,7 +552,8 @@ def run_batch(inputs: Sequence[InputFile], models: ModelSet, out_dir: str | os.P
     everything = sorted((pair for part in gathered for pair in part), key=lambda pair: pair[0])
     rows = tuple(record.row for _, record in everything)
     if out is not None:
-        write_atomic(out / SUMMARY_FILE, _summary_text(rows))
+        earlier = _earlier_rows(out, {item.case_id for item in inputs})
+        write_atomic(out / SUMMARY_FILE, _summary_text([*earlier, *rows]))
     return BatchSummary(rows, _counts(record for _, record in everything), elapsed, measured)
 
 
@@ -532,9 +600,7 @@ def _run_shard(mine: list[tuple[int, InputFile]], models: ModelSet, out: Path | 
         else:
             todo.append((position, item, fingerprint))
 
-    loader = DataLoader(_ReadDataset([item for _, item, _ in todo], options.max_pixels),
-                        batch_size=options.batch_size, num_workers=options.workers, collate_fn=_as_list,
-                        prefetch_factor=2 if options.workers else None)
+    loader = _reader([item for _, item, _ in todo], options)
     try:
         for batch in loader:
             readable = [read for read in batch if read.radiograph is not None]

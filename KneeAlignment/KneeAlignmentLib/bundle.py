@@ -44,6 +44,7 @@ from safetensors import SafetensorError
 
 from . import __version__
 from .errors import BundleError
+from .known_models import metadata_digest, provenance
 from .networks import STAGES, HourglassConfig, StackedHourglass
 from .schema import KINDS as SCHEMAS
 
@@ -138,12 +139,15 @@ class BundleMetadata:
 
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
-    """A network in eval mode on ``device``, with the metadata of the bundle it came from."""
+    """A network in eval mode on ``device``, with the metadata of the bundle it came from and
+    its provenance: "release" (weights and metadata match a release pinned in
+    ``data/known_models.json``) or "user-supplied"."""
 
     network: StackedHourglass
     metadata: BundleMetadata
     directory: Path
     device: torch.device
+    provenance: str = "user-supplied"  # "release" when it matches a pinned release (known_models)
 
 
 # --- metadata ----------------------------------------------------------------------------
@@ -385,6 +389,8 @@ def load_bundle(
         data = json.loads(metadata_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _fail(bundle, f"cannot read {METADATA_FILE} as JSON ({exc})") from exc
+    except RecursionError:
+        raise _fail(bundle, f"cannot read {METADATA_FILE} as JSON (nested too deeply)") from None
     metadata = _parse_metadata(data, bundle)
 
     if expected_stage is not None and metadata.stage != expected_stage:
@@ -412,7 +418,8 @@ def load_bundle(
         network = network.to(target).eval()
     except (RuntimeError, ValueError, AssertionError) as exc:  # torch: unknown or unavailable device
         raise _fail(bundle, f"cannot place the model on device {device!r} ({exc})") from exc
-    return LoadedModel(network=network, metadata=metadata, directory=bundle, device=target)
+    origin = provenance(digest, metadata_digest(data))
+    return LoadedModel(network=network, metadata=metadata, directory=bundle, device=target, provenance=origin)
 
 
 def save_bundle(

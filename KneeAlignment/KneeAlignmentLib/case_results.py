@@ -37,6 +37,7 @@ __all__ = [
     "SOURCES",
     "Column",
     "case_document",
+    "dicom_sr_problem",
     "edited_landmarks",
     "results_row",
     "write_case_json",
@@ -78,7 +79,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("tibial_component_beta_deg", "deg", "tibial component angle beta, medial (post-op)"),
     Column("status", None, "the model's quality control: ok or flagged (empty without a model)"),
     Column("qc_flags", None, "the model's quality-control flag codes"),
-    Column("models", None, "model bundles that found the landmarks (name@version)"),
+    Column("models", None, "model bundles that found the landmarks (name@version; marked user-supplied unless a "
+                           "pinned release)"),
     Column("edited_landmarks", None, "landmarks the user moved after the model placed them"),
     Column("software_version", None, "kneealignment version"),
 )
@@ -95,6 +97,26 @@ def edited_landmarks(measurement: Measurement | None, names: Sequence[str], poin
         return ()
     moved = np.hypot(*(np.asarray(points_px, float) - measurement.landmarks.points_px).T) > EDIT_TOLERANCE_PX
     return tuple(name for name, m in zip(names, moved) if m)
+
+
+def dicom_sr_problem(source: str, dicom_instances: int, edited: Sequence[str] = ()) -> str:
+    """Why a case cannot be exported as DICOM SR ("" when it can).
+
+    Args:
+        source: the case's source ("model", "landmarks", "manual").
+        dicom_instances: how many DICOM instances its radiograph came from (0: not from the
+            DICOM database; an SR refers to exactly one image).
+        edited: names of landmarks corrected since the model placed them: an SR names the
+            algorithm as the observer, so corrected values are not its result.
+    """
+    if source != "model":
+        return "DICOM SR export describes a model's result; this case has none (manual or your own points)."
+    if dicom_instances != 1:
+        return "DICOM SR export needs a radiograph loaded from the DICOM database (one image)."
+    if edited:
+        return (f"landmarks {', '.join(edited)} were corrected; a DICOM SR must not present corrected values as "
+                f"the model's. Export the case as JSON or CSV instead.")
+    return ""
 
 
 def results_row(alignment: Alignment, *, radiograph: str, landmarks: str, source: str, schema: str,
@@ -116,7 +138,7 @@ def results_row(alignment: Alignment, *, radiograph: str, landmarks: str, source
         "side": alignment.side, "side_source": side_source,
         "status": measurement.status if measurement else "",
         "qc_flags": ";".join(measurement.flag_codes) if measurement else "",
-        "models": ";".join(m.model_id for m in measurement.models) if measurement else "",
+        "models": ";".join(m.label for m in measurement.models) if measurement else "",
         "edited_landmarks": ";".join(edited),
         "software_version": __version__,
     }

@@ -429,6 +429,38 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+# --- models ---------------------------------------------------------------------------
+
+def _add_models(sub):
+    p = sub.add_parser(
+        "models", help="list the installed model bundles and whether each is a known release",
+        description="Load every bundle of a models folder with all checks (metadata, format, weights checksum) "
+                    "and compare its weights and metadata with the releases pinned in this software. Anything "
+                    "else (imported, trained in-house, changed) is user-supplied, and every result it produces "
+                    "says so. Exit status 1 when a bundle is not a known release or does not load.")
+    p.add_argument("action", choices=["verify"], help="verify: list and check the bundles")
+    _add_models_dir(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args) -> int:
+    from .known_models import verify_models
+    from .pipeline import default_models_dir
+
+    folder = args.models_dir or default_models_dir()
+    statuses = verify_models(folder)
+    if args.json:
+        _print_json({"models_dir": str(folder), "bundles": [s.to_dict() for s in statuses]})
+    else:
+        print(f"models folder: {folder}")
+        for s in statuses:
+            digest = f" sha256 {s.weights_sha256[:12]}" if s.weights_sha256 else ""
+            print(f"  {s.role:<13} {s.status:<13} {s.model_id or '-'}{digest}: {s.detail}")
+    present = [s for s in statuses if s.status != "missing"]
+    return 0 if present and all(s.status == "release" for s in present) else 1
+
+
 # --- main ---------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -438,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "by the FTS and FNTS methods from femur, tibia and fibula landmarks. " + NOT_CLINICAL)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for add in (_add_demo, _add_angles, _add_info, _add_schema, _add_synth, _add_measure, _add_evaluate):
+    for add in (_add_demo, _add_angles, _add_info, _add_schema, _add_synth, _add_measure, _add_evaluate,
+                _add_models):
         add(sub)
     return parser
 

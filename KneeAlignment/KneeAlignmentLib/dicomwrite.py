@@ -39,6 +39,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, gene
 from . import __version__
 from .atomicio import atomic_output
 from .errors import ImageReadError
+from .imageio import quiet_pydicom
 
 __all__ = [
     "CODING_SCHEME",
@@ -278,10 +279,16 @@ def write_dx(
 #   one TID 1501 group "knee alignment" (finding site SCT knee joint, with laterality
 #     when known): aTFA by each method (TID 300, code ATFA of CODING_SCHEME, UCUM "deg",
 #     signed, valgus positive; method FTS or FNTS), inferred from the femoral and tibial
-#     axes as SCOORD POLYLINEs (purpose FEMAXIS / TIBAXIS); qualitative evaluation
-#     QCSTATUS = OK or FLAGGED;
+#     axes as SCOORD POLYLINEs (purpose DCM 112302 "Anatomical axis of femur" / TIBAXIS);
+#     qualitative evaluation DCM 110002 "Quality Control" = DCM 111237 "Usable - Meets the
+#     quality control standard" (status ok) or DCM 111236 "Usable - Does not meet the
+#     quality control standard" (flagged);
 #   one TID 1410 group per landmark: tracking identifier = the landmark's schema name,
-#     a SCOORD POINT on the source image, and its detection confidence (LMCONF, UCUM "1").
+#     a SCOORD POINT on the source image, and its detection confidence (DCM 111011
+#     "Certainty of Feature", UCUM "1", in [0, 1]).
+# Standard codes (DCM, SCT, UCUM) wherever PS3.16 has one; the private scheme, declared in
+# the Coding Scheme Identification Sequence, only for what it lacks: the aTFA, its two
+# axis methods and the tibial anatomical axis (_PRIVATE_CODES).
 # SCOORD graphic data are (column, row) with (0, 0) at the top-left corner of the
 # top-left pixel (PS3.3 C.18.6.1.2): our pixel-centre coordinates plus 0.5.
 # highdicom is imported only when results are written (phantom generation needs none of it).
@@ -292,16 +299,20 @@ SR_SERIES_NUMBER = 9901
 SC_SERIES_NUMBER = 9902
 SCOORD_OFFSET_PX = 0.5  # SCOORD = pixel-centre coordinates + this
 
-_CODES = MappingProxyType({
+# What PS3.16 has no code for.
+_PRIVATE_CODES = MappingProxyType({
     "ATFA": Code("ATFA", CODING_SCHEME, "Anatomical tibiofemoral angle, valgus positive"),
     "FTS": Code("FTS", CODING_SCHEME, "Femoral and tibial shaft axes (FTS)"),
     "FNTS": Code("FNTS", CODING_SCHEME, "Femoral notch and tibial spine axes (FNTS)"),
-    "FEMAXIS": Code("FEMAXIS", CODING_SCHEME, "Femoral anatomical axis"),
     "TIBAXIS": Code("TIBAXIS", CODING_SCHEME, "Tibial anatomical axis"),
-    "LMCONF": Code("LMCONF", CODING_SCHEME, "Landmark detection confidence"),
-    "QCSTATUS": Code("QCSTATUS", CODING_SCHEME, "Quality control status"),
-    "ok": Code("OK", CODING_SCHEME, "OK"),
-    "flagged": Code("FLAGGED", CODING_SCHEME, "Flagged for review"),
+})
+_CODES = MappingProxyType({
+    **_PRIVATE_CODES,
+    "FEMAXIS": Code("112302", "DCM", "Anatomical axis of femur"),
+    "LMCONF": Code("111011", "DCM", "Certainty of Feature"),
+    "QCSTATUS": Code("110002", "DCM", "Quality Control"),
+    "ok": Code("111237", "DCM", "Usable - Meets the quality control standard"),
+    "flagged": Code("111236", "DCM", "Usable - Does not meet the quality control standard"),
 })
 _SOURCE_REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality", "Rows",
                     "Columns")
@@ -324,7 +335,8 @@ def source_reference(path: str | os.PathLike[str]) -> Dataset:
             needed to refer to it.
     """
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        with quiet_pydicom():
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
         raise ImageReadError(f"DICOM results need a DICOM source image; its header cannot be read "
                              f"({type(exc).__name__})") from exc
@@ -375,7 +387,7 @@ def write_measurement_sr(path: str | os.PathLike[str], measurement, source: Data
     lm, a = measurement.landmarks, measurement.alignment
     algorithm = AlgorithmIdentification(
         name="KneeAlignment", version=__version__,
-        parameters=[f"{m.role}={m.model_id}" for m in measurement.models]
+        parameters=[f"{m.role}={m.label}" for m in measurement.models]
         + ([f"schema={lm.schema} v{lm.schema_version}"] if lm is not None else []))
     laterality = {"R": codes.SCT.Right, "L": codes.SCT.Left}.get(measurement.side)
     angles = []
@@ -415,9 +427,9 @@ def write_measurement_sr(path: str | os.PathLike[str], measurement, source: Data
         manufacturer=RESULTS_MANUFACTURER, is_complete=True, series_description="KneeAlignment aTFA (research)",
         manufacturer_model_name="KneeAlignment", software_versions=__version__,
         content_qualification=hd.ContentQualificationValues.RESEARCH, specific_character_set="ISO_IR 192",
-        coding_schemes=[CodingSchemeIdentificationItem(designator=CODING_SCHEME,
-                                                       name="KneeAlignment measurement codes",
-                                                       responsible_organization=RESULTS_MANUFACTURER)])
+        coding_schemes=[CodingSchemeIdentificationItem(
+            designator=CODING_SCHEME, name="KneeAlignment measurement codes", version="1",
+            responsible_organization=RESULTS_MANUFACTURER)])  # private, unregistered: no UID
     return _save_result(sr, path)
 
 

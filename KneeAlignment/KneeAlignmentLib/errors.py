@@ -32,3 +32,7 @@ class BundleError(KneeAlignmentError):
 
 class MeasurementError(KneeAlignmentError):
     """A measurement result file that cannot be read back."""
+
+
+class OutputConflictError(KneeAlignmentError):
+    """An output folder that already holds another input's results under the same case id."""

@@ -43,6 +43,9 @@ from __future__ import annotations
 import math
 import os
 import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +105,7 @@ FORMAT_SIGNATURES = (
     (b"NRRD000", "NRRD", "NrrdImageIO"),
 )
 _DISPLAY_FORMATS = ("PNG", "JPEG", "TIFF")
+_NIFTI_SUFFIXES = (".nii", ".nii.gz", ".nia", ".hdr", ".img", ".img.gz")  # what ITK's NiftiImageIO reads
 _SUPPORTED = "DICOM, PNG, JPEG, TIFF, NRRD, NIfTI"
 
 
@@ -304,8 +308,10 @@ def read_radiograph(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_M
     for magic, fmt, image_io in FORMAT_SIGNATURES:
         if head.startswith(magic):
             return _read_with_sitk(path, fmt, image_io, max_pixels)
-    # ITK's NIfTI reader insists on a .nii / .nii.gz name (and checks the header).
-    if sitk.ImageFileReader().GetImageIOFromFileName(str(path)) == "NiftiImageIO":
+    # ITK's NIfTI reader insists on a NIfTI name (and checks the header). Asking ITK about any
+    # other name makes every ImageIO probe the file: GDCM alone spends seconds on damaged DICOM.
+    if (path.name.lower().endswith(_NIFTI_SUFFIXES)
+            and sitk.ImageFileReader().GetImageIOFromFileName(str(path)) == "NiftiImageIO"):
         return _read_with_sitk(path, "NIfTI", "NiftiImageIO", max_pixels)
     # Last: a bare DICOM dataset (no preamble), which only a forced parse can tell.
     return _read_dicom(path, max_pixels, has_preamble=False)
@@ -314,6 +320,8 @@ def read_radiograph(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_M
 def _read_head(path: Path) -> bytes:
     """First bytes of the file, after checking it is a readable, non-empty file."""
     if not path.exists():
+        if path.is_symlink():
+            raise ImageReadError("image file is a symbolic link that loops or leads to nothing")
         raise ImageReadError("image file does not exist")
     if path.is_dir():
         raise ImageReadError("path is a directory, not an image file")
@@ -341,12 +349,25 @@ def _check_size(rows: int, columns: int, max_pixels: int) -> None:
 # --- DICOM -----------------------------------------------------------------------
 
 
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Keep pydicom's warnings about odd files (which name library paths) off the user's terminal.
+
+    What matters in them becomes an ``ImageReadError`` with a plain message, or is
+    tolerated as readers of real-world DICOM must.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _read_dicom(path: Path, max_pixels: int, *, has_preamble: bool) -> Radiograph:
     # pydicom converts element values when first read, so a damaged element fails wherever
     # it is first used; and pylibjpeg-rle's Rust decoder panics (a BaseException) on some
     # damaged RLE data. Both are damaged files, reported as such.
     try:
-        return _read_dicom_dataset(path, max_pixels, has_preamble=has_preamble)
+        with quiet_pydicom():
+            return _read_dicom_dataset(path, max_pixels, has_preamble=has_preamble)
     except _DICOM_ERRORS as exc:
         raise ImageReadError("DICOM file is damaged (an element or the pixel data cannot be read)") from exc
     except BaseException as exc:
@@ -386,8 +407,13 @@ def _read_dicom_dataset(path: Path, max_pixels: int, *, has_preamble: bool) -> R
         ) from exc
 
     colour = photometric in _DICOM_PHOTOMETRICS_COLOUR
+    if stored.ndim == (4 if colour else 3):  # more pixel data than Rows x Columns: pydicom returns "frames"
+        raise ImageReadError(
+            f"DICOM pixel data holds {stored.shape[0]} times the pixels of its header's image size "
+            f"(Rows {_header_int(ds, 'Rows')} x Columns {_header_int(ds, 'Columns')}): the header does not "
+            f"describe the pixel data (damaged or wrongly edited file)")
     if stored.ndim != (3 if colour else 2):
-        raise ImageReadError(f"DICOM pixel data has shape {stored.shape}; one 2D image is required")
+        raise ImageReadError(f"DICOM pixel data is not one 2D image ({stored.ndim} dimensions)")
     spacing_mm, spacing_source = _dicom_spacing(ds)
     side, side_source = side_from_laterality(ds)
     bits_stored = _header_int(ds, "BitsStored", default=stored.dtype.itemsize * 8)

@@ -60,6 +60,9 @@ _ACCEPTED_SCHEMA = re.compile(r"markups-schema-v1\.[0-9]+\.[0-9]+\.json#*$", re.
 MARKUPS_TYPES = ("Fiducial", "Line", "Angle", "Curve", "ClosedCurve", "Plane", "ROI")
 _REQUIRED_POINTS = {"Line": 2, "Angle": 3}
 _POSITION_STATUSES = ("defined", "preview", "undefined", "missing")
+# Refused before parsing: a post-op landmark file of ours is about 0.15 MB with 181 points.
+MAX_MARKUPS_BYTES = 16 * 2**20
+MAX_CONTROL_POINTS = 10_000  # per markups node
 _UNITS_TO_MM = {"mm": 1.0, "um": 1e-3}
 
 # RAS <-> LPS: negate the first two axes (its own inverse).
@@ -530,6 +533,9 @@ def _units_code(value: Any, where: str, key: str) -> str:
 
 
 def _parse_control_points(items: list[Any], to_lps: np.ndarray, where: str) -> tuple[list, list, np.ndarray]:
+    if len(items) > MAX_CONTROL_POINTS:
+        raise _fail(where, f"{len(items)} control points, more than the {MAX_CONTROL_POINTS} a markups node may "
+                           f"have here")
     labels, descriptions = [], []
     positions = np.full((len(items), 3), np.nan)
     for index, item in enumerate(items):
@@ -637,7 +643,12 @@ def read_markups(path: str | os.PathLike[str]) -> list[MarkupsNode]:
     path = Path(path)
     where = path.name
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_MARKUPS_BYTES + 1)
+        if len(data) > MAX_MARKUPS_BYTES:
+            raise _fail(where, f"markups file larger than {MAX_MARKUPS_BYTES // 2**20} MB; landmark files are far "
+                               f"smaller")
+        text = data.decode("utf-8-sig")
     except OSError as exc:
         raise _fail(where, f"cannot read markups file ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
@@ -646,6 +657,8 @@ def read_markups(path: str | os.PathLike[str]) -> list[MarkupsNode]:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _fail(where, f"not a JSON file ({exc.msg} at line {exc.lineno})") from exc
+    except RecursionError:
+        raise _fail(where, "not a markups file (JSON nested too deeply)") from None
     if not isinstance(document, dict):
         raise _fail(where, "not a markups file (top level is not a JSON object)")
     schema = document.get("@schema")

@@ -17,7 +17,7 @@ JSON layout (``to_dict``)::
      "landmarks": {"schema", "schema_version", "names", "points_px", "points_mm",
                    "confidence"} | null,
      "alignment": geometry.Alignment.to_dict() | null,
-     "evidence": {...}, "models": [{"role", "name", "version", "model_id"}],
+     "evidence": {...}, "models": [{"role", "name", "version", "model_id", "provenance"}],
      "device", "precision", "timings_ms": {...}}
 
 Shape legend: K landmarks; points are (x, y); ``*_px`` image pixels (centre of the
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +41,7 @@ import numpy as np
 from . import __version__, markups
 from .errors import MarkupsError, MeasurementError, SchemaError
 from .geometry import Alignment, atfa_angle_points_px, mm_per_px, readonly_array
+from .known_models import PROVENANCES
 from .schema import KINDS, load_schema
 
 __all__ = [
@@ -64,7 +65,8 @@ STATUSES = ("ok", "flagged")
 
 _CSV_COLUMNS = (
     "case_id", "input_name", "status", "reason", "atfa_fts_deg", "label_fts", "atfa_fnts_deg", "label_fnts",
-    "side", "side_source", "kind", "kind_source", "global_model", "local_model", "software_version",
+    "side", "side_source", "kind", "kind_source", "global_model", "local_model", "model_provenance",
+    "software_version",
     "qc_flags", "total_ms",
 )
 
@@ -81,16 +83,29 @@ class QCFlag:
 class ModelInfo:
     """Which model bundle produced part of a result.
 
-    ``role``: "global", "local_preop" or "local_postop"; ``model_id`` is "name@version".
+    ``role``: "global", "local_preop" or "local_postop"; ``model_id`` is "name@version";
+    ``provenance``: "release" (a release pinned in this software, ``known_models``),
+    "user-supplied" (anything else: imported, trained in-house, changed) or "unknown"
+    (read from a result written before provenance was recorded).
     """
 
     role: str
     name: str
     version: str
+    provenance: str = "user-supplied"
+
+    def __post_init__(self) -> None:
+        if self.provenance not in PROVENANCES:
+            raise ValueError(f"provenance must be one of {PROVENANCES}, got {self.provenance!r}")
 
     @property
     def model_id(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def label(self) -> str:
+        """``model_id``, marked when the model is not a known release."""
+        return self.model_id if self.provenance == "release" else f"{self.model_id} ({self.provenance})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,9 +155,10 @@ class Measurement:
         alignment: geometry's Alignment, or None (flagged: geometry failed).
         qc_flags: every quality-control finding; none means status "ok".
         evidence: the numbers behind the side and kind decisions (mean confidences per
-            orientation, implant-landmark confidence, metal fraction of the crop).
+            orientation, implant-landmark confidence, metal fraction of the crop, and
+            ``orientation_margin``: measured mean confidence minus the best other view's).
         models: the bundles whose networks ran for this result.
-        timings_ms: milliseconds per stage ("global", "local", "geometry", "total"); in a
+        timings_ms: milliseconds per stage ("global", "local", "orientation", "geometry", "total"); in a
             batch each stage's time is shared equally among its images.
         device, precision: where and how the networks ran ("float32" or "float16 autocast").
         case_id: a neutral name such as "case-3f2a9c1b7d04"; input_name: the input's file name,
@@ -240,7 +256,8 @@ class Measurement:
                 "confidence": lm.confidence.tolist()},
             "alignment": None if self.alignment is None else self.alignment.to_dict(),
             "evidence": dict(self.evidence),
-            "models": [{"role": m.role, "name": m.name, "version": m.version, "model_id": m.model_id}
+            "models": [{"role": m.role, "name": m.name, "version": m.version, "model_id": m.model_id,
+                        "provenance": m.provenance}
                        for m in self.models],
             "device": self.device,
             "precision": self.precision,
@@ -279,7 +296,8 @@ class Measurement:
                 alignment=None if data["alignment"] is None else _alignment_from_dict(data["alignment"]),
                 qc_flags=tuple(QCFlag(f["code"], f["message"]) for f in data["qc_flags"]),
                 evidence=data["evidence"],
-                models=tuple(ModelInfo(m["role"], m["name"], m["version"]) for m in data["models"]),
+                models=tuple(ModelInfo(m["role"], m["name"], m["version"], m.get("provenance", "unknown"))
+                             for m in data["models"]),
                 timings_ms=data["timings_ms"],
                 device=data["device"],
                 precision=data["precision"],
@@ -299,6 +317,8 @@ class Measurement:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise MeasurementError(f"{FORMAT} document is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise MeasurementError(f"{FORMAT} document is not valid: JSON nested too deeply") from None
         return cls.from_dict(data)
 
     # --- CSV ----------------------------------------------------------------------------
@@ -316,11 +336,20 @@ class Measurement:
             "side": self.side, "side_source": self.side_source, "kind": self.kind, "kind_source": self.kind_source,
             "global_model": global_model and global_model.model_id,
             "local_model": local_model and local_model.model_id,
+            "model_provenance": _provenance(self.models),
             "software_version": self.software_version,
             "qc_flags": ";".join(self.flag_codes),
             "total_ms": f"{self.timings_ms['total']:.1f}" if "total" in self.timings_ms else None,
         }
         return ["" if values[c] is None else str(values[c]) for c in _CSV_COLUMNS]
+
+
+def _provenance(models: Sequence[ModelInfo]) -> str | None:
+    """One word for a result's models: the least trusted of them."""
+    for word in ("user-supplied", "unknown", "release"):
+        if any(m.provenance == word for m in models):
+            return word
+    return None
 
 
 def csv_header() -> list[str]:
@@ -397,7 +426,7 @@ def format_measurement(m: Measurement) -> str:
             lines.append(f"  aTFA {method:<4}  {round(value, 1) + 0.0:6.1f}°  {label}")
     lines.append(f"  status: {m.status}")
     lines += [f"    - {flag.code}: {flag.message}" for flag in m.qc_flags]
-    used = [info.model_id for info in (m.model("global"), m.local_model) if info is not None]
+    used = [info.label for info in (m.model("global"), m.local_model) if info is not None]
     lines.append(f"  models: {', '.join(used) or 'none'}; kneealignment {m.software_version}")
     if "total" in m.timings_ms:
         lines.append(f"  time: {m.timings_ms['total']:.0f} ms on {m.device} ({m.precision})")

@@ -81,7 +81,7 @@ def draw_measurement(pixels: np.ndarray, measurement, path: Path, *, height_px: 
     side = {"L": "left", "R": "right"}.get(measurement.side, "side unknown")
     model = measurement.local_model
     notes = [f"{side} knee ({measurement.side_source}), {measurement.kind or 'kind unknown'}",
-             f"model {model.model_id}" if model else "no local model ran"]
+             f"model {model.label}" if model else "no local model ran"]
     status = "OK" if measurement.status == "ok" else "FLAGGED: " + "; ".join(measurement.flag_codes)
     return draw_result(pixels, None if lm is None else (lm.schema, lm.points_px, lm.confidence),
                        measurement.alignment, notes, status, path, flagged=measurement.status != "ok",

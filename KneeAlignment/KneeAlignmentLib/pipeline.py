@@ -38,6 +38,13 @@ confidence on the implant landmarks reaches ``KIND_IMPLANT_CONFIDENCE``. A post-
 without metal-like (saturated) pixels in the crop is flagged; saturation alone does not
 suggest implants (over-exposed soft tissue saturates too).
 
+Orientation: the predicted landmarks cannot show that an image is upside down or
+mirrored (the local network fits an upright right knee to any crop, femur on top), so
+the measured kind's local network also runs on the knee turned by 180 degrees as either
+side, and mirrored where the side was given rather than detected; a view it is more
+confident on flags the result ``orientation_suspected`` (``qc.orientation_flags``).
+This costs two or three more local-network passes per image.
+
 Quality control: every result lists its flags, most serious first (codes in
 ``qc.FLAG_ORDER``: failures, wrong view, side and kind doubts, implausible anatomy,
 border positions, low confidence); any flag makes the status "flagged". Thresholds are
@@ -213,7 +220,7 @@ class StageModel:
         if tuple(meta.landmark_names) != tuple(expected):
             raise fail(f"its outputs are not the {len(expected)} {kind or 'reference-point'} landmarks in "
                        f"schema order")
-        return cls(loaded.network, codec, ModelInfo(role, meta.name, meta.version), schema, spec)
+        return cls(loaded.network, codec, ModelInfo(role, meta.name, meta.version, loaded.provenance), schema, spec)
 
 
 @dataclass(frozen=True, eq=False)
@@ -464,20 +471,70 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
                 run.points_px = run.frame.to_image(out.points[j])
                 run.confidence, run.finite = out.confidence[j], bool(out.finite[j])
 
+    found, geometry_ms = [], []
+    for i, radiograph in enumerate(chunk):
+        start = time.perf_counter()
+        found.append(_finish(radiograph, refs[i], decoded.confidence[i], runs[i], plans[i], failures.get(i), kind,
+                             kinds))
+        geometry_ms.append(1000.0 * (time.perf_counter() - start))
+    with watch("orientation"):
+        _check_orientation(images, refs, found, plans, models, batch_size, autocast)
+
     used = (glob.info, *(models.local(k).info for k in kinds))
     shared = {name: ms / len(chunk) for name, ms in watch.ms.items()}
     precision = "float16 autocast" if autocast else "float32"
     results = []
     for i, radiograph in enumerate(chunk):
-        start = time.perf_counter()
-        parts = _finish(radiograph, refs[i], decoded.confidence[i], runs[i], plans[i], failures.get(i), kind,
-                        kinds)
-        timings = {**shared, "geometry": 1000.0 * (time.perf_counter() - start)}
+        parts = found[i]
+        timings = {**shared, "geometry": geometry_ms[i]}
         timings["total"] = sum(timings.values())
         results.append(Measurement(image_shape=radiograph.shape, spacing_mm=radiograph.spacing_mm,
                                    spacing_source=radiograph.spacing_source, models=used, timings_ms=timings,
                                    device=str(models.device), precision=precision, **parts))
     return results
+
+
+def _check_orientation(images: list[torch.Tensor], refs: list[np.ndarray], found: list[dict], plans: list[_SidePlan],
+                       models: ModelSet, batch_size: int, autocast: bool) -> None:
+    """Run the measured kind's local network on the knee turned by 180 degrees (as either
+    side) and, where the side was not detected, mirrored; add ``qc.orientation_flags``."""
+    jobs: list[tuple[int, str, ReferenceFrame]] = []
+    for i, parts in enumerate(found):
+        if parts.get("landmarks") is None:
+            continue
+        kind, side = parts["kind"], parts["side"]
+        other = "L" if side == "R" else "R"
+        turned = refs[i].copy()
+        turned[1] = 2.0 * turned[0] - turned[1]  # the femoral shaft point reflected through the knee centre
+        views = [(f"turned by 180 degrees (as a {_SIDE_WORD[side]} knee)", turned, side),
+                 (f"flipped top to bottom (as a {_SIDE_WORD[other]} knee)", turned, other)]
+        if plans[i].side is not None:  # a detected side already compared both sides
+            views.append((f"mirrored (as a {_SIDE_WORD[other]} knee, against the image's side {side})",
+                          refs[i], other))
+        spec = models.local(kind).frame_spec
+        for what, ref, view_side in views:
+            try:
+                jobs.append((i, what, ReferenceFrame.from_reference_points(ref, spec, view_side)))
+            except GeometryError:
+                continue
+    for kind in models.kinds:
+        mine = [(i, what, frame) for i, what, frame in jobs if found[i]["kind"] == kind]
+        if not mine:
+            continue
+        out = _run(models.local(kind), [frame.warp(images[i], fill=FILL) for i, _, frame in mine], batch_size,
+                   autocast)
+        alternatives: dict[int, dict[str, float]] = {}
+        for j, (i, what, _) in enumerate(mine):
+            alternatives.setdefault(i, {})[what] = float(out.confidence[j].mean()) if out.finite[j] else 0.0
+        for i, views in alternatives.items():
+            measured = found[i]["evidence"]["mean_confidence"]
+            found[i]["evidence"]["orientation_margin"] = measured - max(views.values())
+            flags = qc.orientation_flags(measured, views)
+            if flags and not any(f.code == "orientation_suspected" for f in found[i]["qc_flags"]):
+                found[i]["qc_flags"] = qc.ordered([*found[i]["qc_flags"], *flags])
+
+
+_SIDE_WORD = {"R": "right", "L": "left"}
 
 
 def _finish(radiograph: Radiograph, ref_px: np.ndarray, ref_conf: np.ndarray, runs: list[_LocalRun],

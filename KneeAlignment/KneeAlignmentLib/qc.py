@@ -28,10 +28,20 @@ BORDER_MARGIN_FRACTION = 0.02  # reference points within this fraction of min(H,
 ATFA_RANGE_DEG = (-30.0, 35.0)  # plausible aTFA (valgus positive)
 FTS_FNTS_MAX_DIFF_DEG = 5.0  # the two axis definitions should agree this well
 AXIS_LENGTH_RANGE_MM = (20.0, 300.0)  # plausible length of each drawn axis (spacing known)
+# Orientation test: the local network also looks at the knee turned by 180 degrees (and
+# mirrored, where the side was given rather than detected). When one of those views has a
+# mean landmark confidence above the measured view's by more than this, the image is
+# flagged as upside down or mirrored. Shipped models, 14 phantoms (pre- and post-op) in
+# all 8 flips/rotations: upright images beat every alternative by 0.04-0.24, rotated
+# (180 deg), mirrored (side given) and vertically flipped ones lose by 0.02-0.31; 50 upright
+# phantoms of the recalibrated phantom (side given and detected): none flagged, margin >= 0.015.
+ORIENTATION_CONFIDENCE_MARGIN = 0.0
+UPRIGHT_MAX_TILT_DEG = 45.0  # the tibia-to-femur direction may lean this far from the image's up
 
 # Most serious first: a result's ``reason`` is its first flag's message.
 FLAG_ORDER = (
-    "invalid_network_output", "frame_failed", "geometry_failed", "wrong_view_suspected", "side_conflict",
+    "invalid_network_output", "frame_failed", "geometry_failed", "wrong_view_suspected", "orientation_suspected",
+    "side_conflict",
     "side_uncertain", "kind_uncertain", "implausible_atfa", "fts_fnts_disagree", "joint_surfaces_cross",
     "implausible_axis_length", "reference_near_border", "landmarks_outside_image", "low_mean_confidence",
     "low_landmark_confidence",
@@ -59,6 +69,29 @@ def confidence_flags(landmarks: Landmarks, ref_conf: np.ndarray) -> list[QCFlag]
     if doubts:
         flags.append(QCFlag("wrong_view_suspected", "this may not be an AP knee radiograph: " + "; ".join(doubts)))
     return flags
+
+
+def orientation_flags(measured_confidence: float, alternatives: dict[str, float]) -> list[QCFlag]:
+    """Flag a result when the knee seen in another orientation convinces the network more.
+
+    The predicted landmarks cannot tell an upside-down or mirrored knee from an upright
+    one (the network fits an upright right knee to whatever the crop shows, femur on top),
+    so this compares what the network makes of the image itself in other orientations.
+
+    Args:
+        measured_confidence: mean landmark confidence of the orientation measured.
+        alternatives: mean landmark confidence of the same knee in other orientations,
+            by a description of each ("turned by 180 degrees", "mirrored", ...).
+    """
+    if not alternatives:
+        return []
+    what, best = max(alternatives.items(), key=lambda item: item[1])
+    if best - measured_confidence <= ORIENTATION_CONFIDENCE_MARGIN:
+        return []
+    return [QCFlag("orientation_suspected",
+                   f"the image may be upside down or mirrored: the knee {what} gives a higher mean landmark "
+                   f"confidence ({best:.2f}) than as measured ({measured_confidence:.2f}); display AP knee "
+                   f"radiographs femur up, patient's right on the viewer's left, and check the laterality")]
 
 
 def border_flags(shape: tuple[int, int], ref_px: np.ndarray, landmarks: Landmarks) -> list[QCFlag]:
@@ -89,6 +122,7 @@ def anatomy_flags(a: Alignment, landmarks: Landmarks, schema: LandmarkSchema,
                                                  f"({a.atfa_fnts_deg:.1f}°) differ by more than "
                                                  f"{FTS_FNTS_MAX_DIFF_DEG:g}°"))
     scale = np.ones(2) if spacing_mm is None else mm_per_px(spacing_mm)  # px -> mm
+    flags += upright_flags(landmarks.points_px * scale, schema)
     if _joint_surfaces_cross(a, landmarks.points_px * scale, schema, scale):
         flags.append(QCFlag("joint_surfaces_cross", "the femoral and tibial joint surfaces cross"))
     if spacing_mm is not None:
@@ -103,6 +137,28 @@ def anatomy_flags(a: Alignment, landmarks: Landmarks, schema: LandmarkSchema,
             flags.append(QCFlag("implausible_axis_length", f"{', '.join(bad)} outside the plausible "
                                                            f"[{lo:g}, {hi:g}] mm"))
     return flags
+
+
+def upright_flags(points: np.ndarray, schema: LandmarkSchema) -> list[QCFlag]:
+    """Flag landmarks whose femur is not above the tibia in the image.
+
+    AP knee radiographs are displayed femur up; a knee measured on its side or upside down
+    (however well) means the image is not displayed as the reader assumes.
+
+    Args:
+        points: (K, 2) landmarks of ``schema`` as (x, y), px or mm (isotropic units).
+    """
+    femur = schema.derive(points, "femoral_shaft_centres").mean(axis=0)
+    tibia = schema.derive(points, "tibial_shaft_centres").mean(axis=0)
+    up = femur - tibia
+    if not np.isfinite(up).all() or not np.any(up):
+        return []
+    tilt = float(np.degrees(np.arctan2(abs(up[0]), -up[1])))  # 0: femur straight above the tibia
+    if tilt <= UPRIGHT_MAX_TILT_DEG:
+        return []
+    return [QCFlag("orientation_suspected", f"the femur is not above the tibia in the image (the tibia-to-femur "
+                                            f"direction is {tilt:.0f}° from the image's up, more than "
+                                            f"{UPRIGHT_MAX_TILT_DEG:g}°): display the radiograph femur up")]
 
 
 # The femoral and tibial joint lines of each schema, proximal first.

@@ -17,13 +17,15 @@ Shape legend: ``points_px`` (N, 2) as (x, y) pixels; ``positions_ras`` / ``posit
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .errors import ImageReadError
-from .imageio import Radiograph, radiograph_from_array
+from .imageio import Radiograph, radiograph_from_array, read_radiograph
 from .markups import ImagePlane
 
 __all__ = ["VolumeImage", "flip_ras_lps", "px_from_ras", "radiograph_from_volume", "ras_from_px"]
@@ -62,28 +64,38 @@ def radiograph_from_volume(
     array_kji: Any,
     ijk_to_ras: Any,
     *,
-    window: tuple[float, float] | None = None,
+    source_file: str | os.PathLike[str] | None = None,
     invert: bool = False,
     side: str | None = None,
     side_source: str | None = None,
 ) -> VolumeImage:
     """The radiograph and plane of a single-slice Slicer volume.
 
+    The pixels never depend on how the volume is displayed (its window/level, which Slicer
+    sets automatically and the user changes at will): the same file gives the networks
+    the same input in Slicer as in ``kneealign measure``.
+
+    * With ``source_file`` (the file the volume was loaded from, unmodified since): the
+      pixels are that file read by ``imageio.read_radiograph``, exactly as the command
+      line reads it (DICOM modality and VOI LUT, MONOCHROME1, bit depth), provided it
+      has the volume's rows and columns; its DICOM laterality, if any, is the side.
+    * Otherwise (a volume made in memory, or edited): the voxels' own minimum and maximum
+      map to 0 and 1 (``invert`` flips them: a MONOCHROME1 volume shown inverted). The
+      networks standardise each image, so this equals any other affine grey mapping,
+      the file's bit depth included; only a clipping VOI window differs.
+
     Args:
         array_kji: (1, J, I) grey or (1, J, I, 3|4) colour voxels (``arrayFromVolume``);
             a (J, I) array is taken as the one slice.
-        ijk_to_ras: (4, 4) IJK-to-RAS matrix of the volume.
-        window: (level, width) as the volume is displayed (Slicer's window/level): values
-            level -/+ width/2 map to dark/bright, as a DICOM VOI window does in
-            ``imageio``; None maps the image's own minimum and maximum.
-        invert: the volume is shown with an inverted grey scale (MONOCHROME1: low
-            values are dense), so the pixels are flipped to keep bright = dense.
+        ijk_to_ras: (4, 4) IJK-to-RAS matrix of the volume (plane and spacing).
+        source_file: the volume's file, or None.
+        invert: for voxels only: low values are dense (MONOCHROME1).
         side, side_source: the knee's side ("L"/"R") if known (e.g. DICOM laterality)
             and where it came from.
 
     Raises:
-        ImageReadError: not a single slice, non-finite voxels, a non-positive window
-            width. ValueError: a matrix that is not an affine map with non-zero axes.
+        ImageReadError: not a single slice, non-finite voxels. ValueError: a matrix that
+            is not an affine map with non-zero axes.
     """
     array = np.asarray(array_kji)
     colour = array.ndim == 4 and array.shape[-1] in (3, 4)
@@ -96,21 +108,31 @@ def radiograph_from_volume(
     else:
         raise ImageReadError(f"expected a single-slice volume (1, rows, columns), got shape {array.shape}")
     plane = ImagePlane.from_ijk_to_ras(ijk_to_ras)
-    value_range = None
-    if window is not None:
-        level, width = (float(v) for v in window)
-        if not (np.isfinite(level) and np.isfinite(width) and width > 0):
-            raise ImageReadError(f"window width must be a positive number, got level {level}, width {width}")
-        value_range = (level - width / 2.0, level + width / 2.0)
+    from_file = _read_source(source_file, pixels.shape[:2])
+    if from_file is not None:
+        radiograph = dataclasses.replace(
+            from_file, spacing_mm=plane.spacing_mm, spacing_source="volume geometry",
+            side=from_file.side or side, side_source=from_file.side_source if from_file.side else
+            (side_source or ("none" if side is None else "given")))
+        return VolumeImage(radiograph, plane)
     radiograph = radiograph_from_array(
         pixels,
         spacing_mm=plane.spacing_mm,
         side=side,
-        value_range=value_range,
         invert=invert,
         spacing_source="volume geometry",
         side_source=side_source,
         source_format="Slicer volume",
-        intensity_mapping="display window" if window is not None else None,
     )
     return VolumeImage(radiograph, plane)
+
+
+def _read_source(source_file: str | os.PathLike[str] | None, shape: tuple[int, int]) -> Radiograph | None:
+    """The source file as the command line reads it, if it can be read and has ``shape``; else None."""
+    if source_file is None:
+        return None
+    try:
+        radiograph = read_radiograph(source_file)
+    except ImageReadError:
+        return None
+    return radiograph if radiograph.shape == tuple(shape) else None

@@ -1,4 +1,4 @@
-"""Interactive measurement: progress reports, cancellation between stages, and a model cache.
+"""Interactive measurement: the GUI's choices, progress reports, cancellation between stages, a model cache.
 
 The Slicer module runs inference in the GUI thread (torch and MRML both want it), so a
 measurement is cut into stages; between stages the caller's ``progress(fraction, message)``
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from .imageio import Radiograph
@@ -23,10 +24,32 @@ if TYPE_CHECKING:
     from .measurement import Measurement
     from .pipeline import ModelSet
 
-__all__ = ["Cancelled", "ModelCache", "checkpoint", "measure_radiograph"]
+__all__ = ["DEVICES", "SCHEMA_KINDS", "SIDE_CODES", "Cancelled", "ModelCache", "checkpoint", "gui_choices",
+           "image_side", "measure_radiograph"]
+
+# The Slicer module's choices ("Auto" besides these) -> core values.
+SCHEMA_KINDS = MappingProxyType({"Pre-op": "preop", "Post-op": "postop"})  # "Auto": the model or the labels decide
+SIDE_CODES = MappingProxyType({"Left": "L", "Right": "R"})  # "Auto": DICOM laterality, else detected
+DEVICES = MappingProxyType({"Auto": "auto", "CPU": "cpu", "GPU": "cuda"})  # torch device strings
 
 Progress = Callable[[float, str], None]
 IsCancelled = Callable[[], bool]
+
+
+def gui_choices(model: str, side: str, device: str) -> tuple[str | None, str | None, str]:
+    """GUI choices -> (schema kind or None, side code or None, device string); ValueError names a bad one."""
+    for value, table, what in ((model, SCHEMA_KINDS, "model"), (side, SIDE_CODES, "side"),
+                               (device, DEVICES, "device")):
+        if value != "Auto" and value not in table:
+            raise ValueError(f"{what} must be Auto or one of {', '.join(table)}, got {value!r}")
+    return SCHEMA_KINDS.get(model), SIDE_CODES.get(side), DEVICES[device]
+
+
+def image_side(radiograph: Radiograph, chosen: str | None) -> tuple[str | None, str]:
+    """(side, source): the image's own (DICOM laterality) first, as the pipeline does, else the chosen one."""
+    if radiograph.side is not None:
+        return radiograph.side, radiograph.side_source
+    return (chosen, "given") if chosen else (None, "undetermined")
 
 
 class Cancelled(Exception):
