@@ -25,7 +25,9 @@ models="KneeAlignment/Resources/Models"
 configs="Training/configs"
 knee=(1024 832)     # H W: a knee radiograph, about 0.3 mm/px
 longleg=(1400 672)  # H W: a knee cut from a standing long-leg film, about 0.22 mm/px
-epochs=8            # of fine-tuning
+epochs=8            # of fine-tuning (the schedule's length)
+stop_global=4       # the global stage was stopped after this epoch (time); its best epoch is exported
+epochs_postop=4     # the post-op local stage had time for a shorter schedule
 
 data() {
     synth() { kneealign synth --kind "$1" --n "$2" --seed "$3" --size "${@:4:2}" --workers 2 --out "$work/$6"; }
@@ -64,15 +66,17 @@ EOF
 
 train() {
     # validation split only: the test sets are the separate folders above
-    local common=(--set data.split.test=0 --set optim.epochs=$epochs --set optim.warmup_epochs=1
-                  --set optim.lr=0.0005 --no-progress)
+    local common=(--set data.split.test=0 --set optim.lr=0.0005 --no-progress)
     local t="$work/train"
     OMP_NUM_THREADS=1 kneealign-train global --config "$configs/global_lite.yaml" --init "$models/global" \
-        --data "$t" \
+        --data "$t" --set optim.epochs=$epochs --set optim.warmup_epochs=1 --epochs-now "$stop_global" \
         --out "$work/global" "${common[@]}" > "$work/global.log" 2>&1 &
+    local kind schedule
     for kind in preop postop; do
+        schedule=(--set optim.epochs=$epochs --set optim.warmup_epochs=1)
+        [ "$kind" = postop ] && schedule=(--set optim.epochs=$epochs_postop --set optim.warmup_epochs=0.5)
         OMP_NUM_THREADS=1 kneealign-train local --config "$configs/local_${kind}_lite.yaml" \
-            --init "$models/local_$kind" --data "$t/$kind" \
+            --init "$models/local_$kind" --data "$t/$kind" "${schedule[@]}" \
             --out "$work/local_$kind" "${common[@]}" > "$work/local_$kind.log" 2>&1 &
     done
     local job
@@ -84,7 +88,7 @@ export_models() {
     for stage in global local_preop local_postop; do
         what="${stage/local_/}"; what="${what/global/reference points}"
         kneealign-train export "$work/$stage" --out "$models/$stage" --version 1.1.0 --overwrite \
-            --description "KneeAlignment $stage stage ($what), lite preset. Trained on synthetic radiographs only (the project's phantom: release 1.0.0 trained on 600 pre-op and 600 post-op cases, then fine-tuned for $epochs epochs on 600 + 600 cases of the phantom calibrated against real films, half of them knees cut from long-leg films; kneealign synth seeds 1001, 1011, 1002, 1012); its accuracy on real radiographs is unknown until it is validated on clinical data. Research use only: not for clinical use."
+            --description "KneeAlignment $stage stage ($what), lite preset. Trained on synthetic radiographs only (the project's phantom: release 1.0.0 trained on 600 pre-op and 600 post-op cases, then fine-tuned (global $stop_global epochs, pre-op local $epochs, post-op local $epochs_postop) on 600 + 600 cases of the phantom calibrated against real films, half of them knees cut from long-leg films; kneealign synth seeds 1001, 1011, 1002, 1012); its accuracy on real radiographs is unknown until it is validated on clinical data. Research use only: not for clinical use."
     done
 }
 
