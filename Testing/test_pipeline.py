@@ -38,6 +38,7 @@ from KneeAlignmentLib.pipeline import (
     prepare_input,
     resolve_device,
 )
+from KneeAlignmentLib.qc_thresholds import DEFAULT as DEFAULT_QC
 from KneeAlignmentLib.schema import KINDS, example_landmarks_px, load_schema
 
 SHAPE = (640, 512)  # (H, W) of the test radiographs
@@ -494,10 +495,10 @@ def test_a_few_weak_landmarks_pass_many_are_flagged_and_weak_reference_points_su
         return [f.code for f in qc.confidence_flags(landmarks, np.asarray(ref_conf))]
 
     conf = np.full(len(schema), 0.8)
-    conf[:int(qc.WEAK_LANDMARK_FRACTION_MAX * len(schema))] = 0.1  # as many weak ones as allowed
+    conf[:int(DEFAULT_QC.weak_landmark_fraction_max * len(schema))] = 0.1  # as many weak ones as allowed
     assert codes(conf) == []
-    conf[:int(qc.WEAK_LANDMARK_FRACTION_MAX * len(schema)) + 1] = 0.1
+    conf[:int(DEFAULT_QC.weak_landmark_fraction_max * len(schema)) + 1] = 0.1
     assert codes(conf) == ["low_landmark_confidence"]
-    assert codes(np.full(len(schema), 0.8), ref_conf=(0.9, qc.GLOBAL_CONFIDENCE_MIN - 0.01)) == ["wrong_view_suspected"]
+    assert codes(np.full(len(schema), 0.8), ref_conf=(0.9, DEFAULT_QC.global_confidence_min - 0.01)) == ["wrong_view_suspected"]
     assert codes(np.full(len(schema), 0.2)) == ["low_landmark_confidence", "low_mean_confidence",
                                                 "wrong_view_suspected"]
