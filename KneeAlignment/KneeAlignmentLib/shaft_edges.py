@@ -35,7 +35,10 @@ Method, per bone (femur and tibia):
 6. Quality: the evidence is "good" when at least ``MIN_INLIERS`` midpoints and
    ``MIN_INLIER_FRACTION`` of the levels are inliers, they span at least ``MIN_SPAN_MM``
    along the shaft and their RMS residual is at most ``MAX_RMS_MM``; otherwise "weak",
-   and the caller keeps the landmark axis (the reason is returned).
+   and the caller keeps the landmark axis (the reason is returned). Before giving up, the
+   search is repeated (at most ``TRACKING_PASSES`` times) with its windows around robust
+   lines through each side's edges found so far, so a tilted or shifted prediction of the
+   shaft points can still be corrected when part of each cortex was found.
 
 The refined axis is returned as its inlier midpoints (``centres_px``): the FTS line
 through them (``geometry.compute_alignment(..., fts_centres_px=...)``) is the robust fit.
@@ -74,6 +77,7 @@ MIN_INLIERS = 8
 MIN_INLIER_FRACTION = 0.7
 MIN_SPAN_MM = 30.0
 MAX_RMS_MM = 0.6
+TRACKING_PASSES = 2  # searches again around the cortex lines found, at most this often
 
 
 @dataclass(frozen=True, eq=False)
@@ -223,27 +227,64 @@ def _refine_bone(norm: np.ndarray, points_px: np.ndarray, schema: LandmarkSchema
     # predicted cortex offsets at each level (linear in t, least squares: robust to jitter)
     pred_lat = np.polyval(np.polyfit(t_lat, s_lat, 1), levels)
     pred_med = np.polyval(np.polyfit(t_med, s_med, 1), levels)
-    width = np.abs(pred_med - pred_lat)
-    if not (width > 4.0).all():
+    if not (np.abs(pred_med - pred_lat) > 4.0).all():
         return _weak(bone, "the predicted shaft is too narrow to search for edges", len(levels))
+    # Search around the predicted cortices; if that is not yet good evidence, search again
+    # around the cortex lines the edges found (the network's shaft points may be tilted).
+    for attempt in range(TRACKING_PASSES + 1):
+        ts, mids, lat_edges, med_edges = _search(norm, centroid, d, n, levels, pred_lat, pred_med, scale)
+        fit = _fit_midpoints(bone, ts, mids, centroid, d, n, len(levels), scale)
+        if fit.good or attempt == TRACKING_PASSES:
+            return fit
+        tracked = [_robust_edge_line(edges, levels, MIN_SCALE_MM / scale) for edges in (lat_edges, med_edges)]
+        if tracked[0] is None or tracked[1] is None:
+            return fit
+        moved = max(np.abs(tracked[0] - pred_lat).max(), np.abs(tracked[1] - pred_med).max())
+        if moved < 0.5 or not (np.abs(tracked[1] - tracked[0]) > 4.0).all():
+            return fit
+        pred_lat, pred_med = tracked
+    return fit
+
+
+def _search(norm, centroid, d, n, levels, pred_lat, pred_med, scale):
+    """Edges at every level: (ts, midpoints) of levels with both edges and a plausible width,
+    and each side's edges alone as (t, offset) lists."""
     h, w = norm.shape
-    mids, ts = [], []
-    for t, a, b, wd in zip(levels, pred_lat, pred_med, width):
+    mids, ts, lat_edges, med_edges = [], [], [], []
+    for t, a, b in zip(levels, pred_lat, pred_med):
+        wd = abs(b - a)
         centre = centroid + t * d
         if not (0 <= centre[0] <= w - 1 and 0 <= centre[1] <= h - 1):
             continue
         ea = _edge(norm, centre, d, n, a, np.sign(b - a), wd, scale)
         eb = _edge(norm, centre, d, n, b, np.sign(a - b), wd, scale)
-        if ea is None or eb is None:
-            continue
-        if abs(abs(eb - ea) - wd) > WIDTH_TOLERANCE * wd:
+        if ea is not None:
+            lat_edges.append((t, ea))
+        if eb is not None:
+            med_edges.append((t, eb))
+        if ea is None or eb is None or abs(abs(eb - ea) - wd) > WIDTH_TOLERANCE * wd:
             continue
         mids.append(0.5 * (ea + eb))
         ts.append(t)
+    return np.array(ts), np.array(mids), lat_edges, med_edges
+
+
+def _robust_edge_line(edges, levels, min_scale):
+    """One side's cortex offsets at ``levels`` from a robust line through its edges, or None."""
+    if len(edges) < MIN_INLIERS:
+        return None
+    t, s = np.array(edges).T
+    coef, inlier, _ = _robust_line(t, s, min_scale)
+    if inlier.sum() < MIN_INLIERS:
+        return None
+    return np.polyval(coef, levels)
+
+
+def _fit_midpoints(bone, ts, mids, centroid, d, n, n_levels, scale) -> ShaftFit:
     found = len(mids)
     if found < MIN_INLIERS:
-        return _weak(bone, f"cortical edges found at {found} of {len(levels)} levels (need {MIN_INLIERS})",
-                     len(levels), found)
+        return _weak(bone, f"cortical edges found at {found} of {n_levels} levels (need {MIN_INLIERS})",
+                     n_levels, found)
     ts, mids = np.array(ts), np.array(mids)
     coef, inlier, rms_px = _robust_line(ts, mids, MIN_SCALE_MM / scale)
     count = int(inlier.sum())
@@ -252,13 +293,13 @@ def _refine_bone(norm: np.ndarray, points_px: np.ndarray, schema: LandmarkSchema
     angle = math.degrees(math.atan(coef[0]))  # slope of offset along n against t, in px/px
     centres_px = centroid + ts[inlier, None] * d + mids[inlier, None] * n
     reasons = []
-    if count < MIN_INLIERS or count < MIN_INLIER_FRACTION * len(levels):
-        reasons.append(f"{count} of {len(levels)} levels are consistent midpoints")
+    if count < MIN_INLIERS or count < MIN_INLIER_FRACTION * n_levels:
+        reasons.append(f"{count} of {n_levels} levels are consistent midpoints")
     if span_mm < MIN_SPAN_MM:
         reasons.append(f"they span {span_mm:.0f} mm (< {MIN_SPAN_MM:g})")
     if rms_mm > MAX_RMS_MM:
         reasons.append(f"their RMS residual is {rms_mm:.2f} mm (> {MAX_RMS_MM:g})")
-    return ShaftFit(bone, not reasons, "; ".join(reasons), centres_px, len(levels), found, count, span_mm,
+    return ShaftFit(bone, not reasons, "; ".join(reasons), centres_px, n_levels, found, count, span_mm,
                     rms_mm, angle)
 
 
