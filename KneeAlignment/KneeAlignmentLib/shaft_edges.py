@@ -24,8 +24,8 @@ Method, per bone (femur and tibia):
    position (``WINDOW_OUT`` of the predicted width outwards, ``WINDOW_IN`` inwards, so
    the fibula, the other leg or a metal stem cannot capture it). The outer cortical edge
    is the strongest soft tissue -> cortex rise going inwards, weighted by a Gaussian
-   prior around the predicted position, located to sub-pixel by a parabola through the
-   gradient peak; it counts only when the step (mean over 1-3 mm inside minus 1-3 mm
+   prior around the predicted position (which chooses the edge, not its position),
+   located to sub-pixel by a parabola through the gradient's own peak; it counts only when the step (mean over 1-3 mm inside minus 1-3 mm
    outside) reaches ``MIN_STEP`` of the image's p1-p99 range. A level with both edges
    found and a width within ``WIDTH_TOLERANCE`` of the predicted width gives a midpoint.
 5. A robust line through the midpoints (offset along ``n`` against position along
@@ -35,10 +35,11 @@ Method, per bone (femur and tibia):
 6. Quality: the evidence is "good" when at least ``MIN_INLIERS`` midpoints and
    ``MIN_INLIER_FRACTION`` of the levels are inliers, they span at least ``MIN_SPAN_MM``
    along the shaft and their RMS residual is at most ``MAX_RMS_MM``; otherwise "weak",
-   and the caller keeps the landmark axis (the reason is returned). Before giving up, the
-   search is repeated (at most ``TRACKING_PASSES`` times) with its windows around robust
-   lines through each side's edges found so far, so a tilted or shifted prediction of the
-   shaft points can still be corrected when part of each cortex was found.
+   and the caller keeps the landmark axis (the reason is returned). The search is
+   repeated (at most ``TRACKING_PASSES`` times, until the windows move less than 0.5 px)
+   with its windows around robust lines through each side's edges found so far, so a
+   tilted or shifted prediction of the shaft points is corrected when part of each
+   cortex was found.
 
 The refined axis is returned as its inlier midpoints (``centres_px``): the FTS line
 through them (``geometry.compute_alignment(..., fts_centres_px=...)``) is the robust fit.
@@ -229,19 +230,21 @@ def _refine_bone(norm: np.ndarray, points_px: np.ndarray, schema: LandmarkSchema
     pred_med = np.polyval(np.polyfit(t_med, s_med, 1), levels)
     if not (np.abs(pred_med - pred_lat) > 4.0).all():
         return _weak(bone, "the predicted shaft is too narrow to search for edges", len(levels))
-    # Search around the predicted cortices; if that is not yet good evidence, search again
-    # around the cortex lines the edges found (the network's shaft points may be tilted).
-    for attempt in range(TRACKING_PASSES + 1):
+    # Search around the predicted cortices, then again around the cortex lines the edges
+    # found (the network's shaft points may be shifted or tilted), until they settle; a
+    # later pass replaces an earlier one unless it is weak where the earlier one was good.
+    fit = None
+    for _ in range(TRACKING_PASSES + 1):
         ts, mids, lat_edges, med_edges = _search(norm, centroid, d, n, levels, pred_lat, pred_med, scale)
-        fit = _fit_midpoints(bone, ts, mids, centroid, d, n, len(levels), scale)
-        if fit.good or attempt == TRACKING_PASSES:
-            return fit
+        new = _fit_midpoints(bone, ts, mids, centroid, d, n, len(levels), scale)
+        if fit is None or new.good or not fit.good:
+            fit = new
         tracked = [_robust_edge_line(edges, levels, MIN_SCALE_MM / scale) for edges in (lat_edges, med_edges)]
         if tracked[0] is None or tracked[1] is None:
-            return fit
+            break
         moved = max(np.abs(tracked[0] - pred_lat).max(), np.abs(tracked[1] - pred_med).max())
         if moved < 0.5 or not (np.abs(tracked[1] - tracked[0]) > 4.0).all():
-            return fit
+            break
         pred_lat, pred_med = tracked
     return fit
 
@@ -346,7 +349,14 @@ def _edge(norm: np.ndarray, centre: np.ndarray, d: np.ndarray, n: np.ndarray, s_
     window = (u >= -out_px) & (u <= in_px)
     score = np.where(window, grad * np.exp(-0.5 * (u / (PRIOR_SIGMA * width)) ** 2), -np.inf)
     k = int(np.argmax(score))
-    if not np.isfinite(score[k]) or grad[k] <= 0 or k == 0 or k == len(u) - 1:
+    if not np.isfinite(score[k]) or grad[k] <= 0:
+        return None
+    # the prior only chooses the edge; its position is the gradient's own peak
+    while 0 < k < len(u) - 1 and window[k + 1] and grad[k + 1] > grad[k]:
+        k += 1
+    while 0 < k < len(u) - 1 and window[k - 1] and grad[k - 1] > grad[k]:
+        k -= 1
+    if k == 0 or k == len(u) - 1:
         return None
     g0, g1, g2 = grad[k - 1], grad[k], grad[k + 1]
     denom = g0 - 2 * g1 + g2
