@@ -61,6 +61,7 @@ __all__ = [
     "LoadedModel",
     "load_bundle",
     "save_bundle",
+    "write_qc_thresholds",
 ]
 
 FORMAT_VERSION = 1
@@ -542,6 +543,41 @@ def save_bundle(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def write_qc_thresholds(directory: str | os.PathLike[str], qc: Mapping[str, Any],
+                        provenance: str | None = None) -> BundleMetadata:
+    """Set ``kneealignment.qc`` of an existing bundle (merged over what it has), atomically.
+
+    ``qc``: fields of :class:`~KneeAlignmentLib.qc_thresholds.QCThresholds`;
+    ``provenance``: how they were derived, stored as ``kneealignment.qc_calibration``.
+    The weights and their checksum are untouched. Returns the re-read metadata.
+
+    Raises:
+        BundleError: not a valid bundle, bad thresholds, or the file cannot be written.
+    """
+    bundle = Path(directory)
+    path = bundle / METADATA_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(bundle, f"cannot read {METADATA_FILE} ({exc})") from exc
+    current = _parse_metadata(data, bundle).qc
+    try:
+        merged = QCThresholds.from_dict(dict(qc), base=current)
+    except ValueError as exc:
+        raise _fail(bundle, f"invalid qc thresholds: {exc}") from exc
+    data[SECTION]["qc"] = merged.to_dict()
+    if provenance is not None:
+        data[SECTION]["qc_calibration"] = provenance
+    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
+    staging = path.with_name(f".{path.name}.tmp")
+    try:
+        _write_synced(staging, text.encode("utf-8"))
+        os.replace(staging, path)
+    except OSError as exc:
+        raise _fail(bundle, f"cannot write {METADATA_FILE} ({exc})") from exc
+    return _parse_metadata(json.loads(text), bundle)
 
 
 def _write_synced(path: Path, payload: bytes) -> None:
