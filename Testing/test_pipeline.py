@@ -499,6 +499,7 @@ def test_a_few_weak_landmarks_pass_many_are_flagged_and_weak_reference_points_su
     assert codes(conf) == []
     conf[:int(DEFAULT_QC.weak_landmark_fraction_max * len(schema)) + 1] = 0.1
     assert codes(conf) == ["low_landmark_confidence"]
-    assert codes(np.full(len(schema), 0.8), ref_conf=(0.9, DEFAULT_QC.global_confidence_min - 0.01)) == ["wrong_view_suspected"]
+    weak_reference = (0.9, DEFAULT_QC.global_confidence_min - 0.01)
+    assert codes(np.full(len(schema), 0.8), ref_conf=weak_reference) == ["wrong_view_suspected"]
     assert codes(np.full(len(schema), 0.2)) == ["low_landmark_confidence", "low_mean_confidence",
                                                 "wrong_view_suspected"]

@@ -25,9 +25,10 @@ Method, per bone (femur and tibia):
    the fibula, the other leg or a metal stem cannot capture it). The outer cortical edge
    is the strongest soft tissue -> cortex rise going inwards, weighted by a Gaussian
    prior around the predicted position (which chooses the edge, not its position),
-   located to sub-pixel by a parabola through the gradient's own peak; it counts only when the step (mean over 1-3 mm inside minus 1-3 mm
-   outside) reaches ``MIN_STEP`` of the image's p1-p99 range. A level with both edges
-   found and a width within ``WIDTH_TOLERANCE`` of the predicted width gives a midpoint.
+   located to sub-pixel by a parabola through the gradient's own peak; it counts only
+   when the step (mean over 1-3 mm inside minus 1-3 mm outside) reaches ``MIN_STEP`` of
+   the image's p1-p99 range. A level with both edges found and a width within
+   ``WIDTH_TOLERANCE`` of the predicted width gives a midpoint.
 5. A robust line through the midpoints (offset along ``n`` against position along
    ``d``): iteratively reweighted least squares with Tukey's biweight, scale from the
    median absolute deviation (at least ``MIN_SCALE_MM``); midpoints further than

@@ -175,7 +175,8 @@ def main() -> None:
               f"{wrong_lmk.mean():.0%} | {np.nanmean(e_fnts):.2f} | {both.sum()}/{len(results)} | {flag.sum()} | "
               f"{_pr(flag, wrong_lmk)} | {_pr(flag, wrong_rep)} | {q(diff)} |", flush=True)
         for case, m, r, lm, t in zip(cases, results, rep, lmk, true_fts):
-            rows.append((name, case.index, t, r, lm, m.fts_axis["source"] if m.fts_axis else "", ";".join(m.flag_codes)))
+            source = m.fts_axis["source"] if m.fts_axis else ""
+            rows.append((name, case.index, t, r, lm, source, ";".join(m.flag_codes)))
     if args.csv:
         import csv
         with open(args.csv, "w", newline="") as handle:
