@@ -166,7 +166,10 @@ def oracle_models(models: ModelSet, knees, wrong_side_amplitude: float = 0.4) ->
                 frame = ReferenceFrame.from_reference_points(knee.reference_px, stage.frame_spec, side)
                 amplitude = 1.0 if side == knee.side else wrong_side_amplitude
                 local_candidates.append((frame.warp(knee.pixels, fill=FILL), frame.to_crop(points), amplitude))
-        local[kind] = dataclasses.replace(stage, network=Oracle(stage.codec, local_candidates))
+        # The oracle's images are blobs at the landmarks, without shaft cortices: the shaft-edge
+        # evidence is weak by design, and its flag (tested in test_shaft_edges.py) is off here.
+        local[kind] = dataclasses.replace(stage, network=Oracle(stage.codec, local_candidates),
+                                          qc=dataclasses.replace(stage.qc, flag_weak_axis_evidence=False))
     return ModelSet(dataclasses.replace(glob, network=Oracle(glob.codec, candidates)), local, models.device)
 
 

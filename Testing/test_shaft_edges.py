@@ -162,10 +162,12 @@ def test_no_cortices_means_weak_evidence_and_the_landmark_axes(image_kind):
     assert evidence.femur.reason and evidence.tibia.reason
     landmark = compute_alignment(points, schema, "R", SPACING)
     alignment, report, flags = refine_fts(image, points, schema, "R", SPACING, landmark, QCThresholds())
-    assert alignment is landmark and report["source"] == "landmarks" and flags == []
+    assert alignment is landmark and report["source"] == "landmarks"
+    assert [f.code for f in flags] == ["weak_axis_evidence"]  # on by default: weak evidence predicts errors
+    assert "femur and tibia" in flags[0].message
     _, _, flags = refine_fts(image, points, schema, "R", SPACING, landmark,
-                             QCThresholds(flag_weak_axis_evidence=True))
-    assert [f.code for f in flags] == ["weak_axis_evidence"]
+                             QCThresholds(flag_weak_axis_evidence=False))
+    assert flags == []
 
 
 def test_one_bone_without_evidence_keeps_its_landmark_axis():
@@ -178,7 +180,7 @@ def test_one_bone_without_evidence_keeps_its_landmark_axis():
     alignment, report, flags = refine_fts(image, points, schema, "R", SPACING, landmark, QCThresholds())
     assert report["source"] == "image (femur)" and report["femur"]["good"] and not report["tibia"]["good"]
     np.testing.assert_allclose(alignment.tibial_axis_fts_px, landmark.tibial_axis_fts_px)
-    assert flags == []
+    assert [f.code for f in flags] == ["weak_axis_evidence"] and "of the tibia" in flags[0].message
 
 
 def test_bad_input_is_refused_clearly():

@@ -70,7 +70,7 @@ class QCThresholds:
     fts_fnts_max_diff_deg: float = 5.0
     axis_length_range_mm: tuple[float, float] = (20.0, 300.0)
     axis_evidence_max_diff_deg: float = 2.0
-    flag_weak_axis_evidence: bool = False
+    flag_weak_axis_evidence: bool = True
     side_confidence_margin: float = 0.05
     kind_implant_confidence: float = 0.635
     kind_confidence_margin: float = 0.03
