@@ -22,12 +22,14 @@ Method, per bone (femur and tibia):
    ``n`` (bilinear, 0.5 px steps, averaged over a strip of +/- ``STRIP_HALF_MM`` along the
    axis, lightly smoothed), searched only in a window around the predicted cortex
    position (``WINDOW_OUT`` of the predicted width outwards, ``WINDOW_IN`` inwards, so
-   the fibula, the other leg or a metal stem cannot capture it). The outer cortical edge
-   is the strongest soft tissue -> cortex rise going inwards, weighted by a Gaussian
-   prior around the predicted position (which chooses the edge, not its position),
-   located to sub-pixel by a parabola through the gradient's own peak; it counts only
-   when the step (mean over 1-3 mm inside minus 1-3 mm outside) reaches ``MIN_STEP`` of
-   the image's p1-p99 range. A level with both edges found and a width within
+   the fibula or the other leg cannot capture it). The outer cortical edge is the
+   outermost soft tissue -> cortex rise going inwards: a local maximum of the gradient
+   that is at least ``DOMINANCE`` of the largest within ``DOMINANCE_MM`` of it and whose
+   step (mean over 1-3 mm inside minus 1-3 mm outside) reaches ``MIN_STEP`` of the
+   image's p1-p99 range, so a stronger rise further in (a metal stem or cement in the
+   canal) cannot take its place, and not counting a rise into metal-like (saturated)
+   pixels (``METAL_SHARE``, within ``METAL_CLEARANCE_MM``: a stem beside or through the
+   cortex); located to sub-pixel by a parabola through the gradient peak. A level with both edges found and a width within
    ``WIDTH_TOLERANCE`` of the predicted width gives a midpoint.
 5. A robust line through the midpoints (offset along ``n`` against position along
    ``d``): iteratively reweighted least squares with Tukey's biweight, scale from the
@@ -70,7 +72,10 @@ LEVEL_STEP_MM = 2.0
 STRIP_HALF_MM = 1.0  # profiles are averaged over +/- this along the shaft
 WINDOW_OUT = 0.22  # search window outwards of the predicted cortex, fraction of the predicted width
 WINDOW_IN = 0.14  # ... and inwards (less: the canal and a stem lie inside)
-PRIOR_SIGMA = 0.12  # Gaussian prior around the predicted cortex, fraction of the predicted width
+DOMINANCE = 0.5  # an edge's gradient is at least this share of the largest within DOMINANCE_MM of it
+DOMINANCE_MM = 2.0
+METAL_SHARE = 0.02  # pixels within this share of the value range from the image's maximum look like metal
+METAL_CLEARANCE_MM = 1.5  # an edge with metal-like pixels this close inside it is the metal's edge
 MIN_STEP = 0.1  # cortex minus soft tissue, fraction of the image's p1-p99 range (real films: 0.32 +/- 0.07)
 WIDTH_TOLERANCE = 0.3  # measured width within +/- this fraction of the predicted one
 MIN_SCALE_MM = 0.25  # floor of the robust residual scale
@@ -185,9 +190,11 @@ def refine_shaft_axes(image: np.ndarray, points_px: np.ndarray, schema: Landmark
         weak = {bone: _weak(bone, "the image is flat") for bone in BONES}
         return ShaftEvidence(weak["femur"], weak["tibia"], scale, source)
     norm = (image - lo) / (hi - lo)
+    top = float(image.max())
+    metal = (image >= top - METAL_SHARE * (top - float(image.min()))).astype(np.float64)
     knee = schema.reference_points(points_px)[[p["name"] for p in schema.definitions["reference_points"]["points"]]
                                               .index("knee_centre")]
-    fits = {bone: _refine_bone(norm, points_px, schema, bone, knee, scale) for bone in BONES}
+    fits = {bone: _refine_bone(norm, metal, points_px, schema, bone, knee, scale) for bone in BONES}
     return ShaftEvidence(fits["femur"], fits["tibia"], scale, source)
 
 
@@ -195,7 +202,7 @@ def _weak(bone: str, reason: str, levels: int = 0, found: int = 0) -> ShaftFit:
     return ShaftFit(bone, False, reason, np.zeros((0, 2)), levels, found, 0, math.nan, math.nan, math.nan)
 
 
-def _refine_bone(norm: np.ndarray, points_px: np.ndarray, schema: LandmarkSchema, bone: str,
+def _refine_bone(norm: np.ndarray, metal: np.ndarray, points_px: np.ndarray, schema: LandmarkSchema, bone: str,
                  knee_px: np.ndarray, scale: float) -> ShaftFit:
     lat_i, med_i = _pairs(schema, bone)
     lat, med = points_px[lat_i], points_px[med_i]
@@ -236,7 +243,7 @@ def _refine_bone(norm: np.ndarray, points_px: np.ndarray, schema: LandmarkSchema
     # later pass replaces an earlier one unless it is weak where the earlier one was good.
     fit = None
     for _ in range(TRACKING_PASSES + 1):
-        ts, mids, lat_edges, med_edges = _search(norm, centroid, d, n, levels, pred_lat, pred_med, scale)
+        ts, mids, lat_edges, med_edges = _search(norm, metal, centroid, d, n, levels, pred_lat, pred_med, scale)
         new = _fit_midpoints(bone, ts, mids, centroid, d, n, len(levels), scale)
         if fit is None or new.good or not fit.good:
             fit = new
@@ -250,7 +257,7 @@ def _refine_bone(norm: np.ndarray, points_px: np.ndarray, schema: LandmarkSchema
     return fit
 
 
-def _search(norm, centroid, d, n, levels, pred_lat, pred_med, scale):
+def _search(norm, metal, centroid, d, n, levels, pred_lat, pred_med, scale):
     """Edges at every level: (ts, midpoints) of levels with both edges and a plausible width,
     and each side's edges alone as (t, offset) lists."""
     h, w = norm.shape
@@ -260,8 +267,8 @@ def _search(norm, centroid, d, n, levels, pred_lat, pred_med, scale):
         centre = centroid + t * d
         if not (0 <= centre[0] <= w - 1 and 0 <= centre[1] <= h - 1):
             continue
-        ea = _edge(norm, centre, d, n, a, np.sign(b - a), wd, scale)
-        eb = _edge(norm, centre, d, n, b, np.sign(a - b), wd, scale)
+        ea = _edge(norm, metal, centre, d, n, a, np.sign(b - a), wd, scale)
+        eb = _edge(norm, metal, centre, d, n, b, np.sign(a - b), wd, scale)
         if ea is not None:
             lat_edges.append((t, ea))
         if eb is not None:
@@ -327,7 +334,7 @@ def _smooth(values: np.ndarray, sigma: float) -> np.ndarray:
     return np.convolve(padded, k, mode="valid")
 
 
-def _edge(norm: np.ndarray, centre: np.ndarray, d: np.ndarray, n: np.ndarray, s_pred: float, inward: float,
+def _edge(norm: np.ndarray, metal: np.ndarray, centre: np.ndarray, d: np.ndarray, n: np.ndarray, s_pred: float, inward: float,
           width: float, scale: float) -> float | None:
     """Sub-pixel offset along ``n`` of the outer cortical edge near ``s_pred``, or None.
 
@@ -345,31 +352,30 @@ def _edge(norm: np.ndarray, centre: np.ndarray, d: np.ndarray, n: np.ndarray, s_
     samples = _bilinear(norm, xs, ys)
     if np.isnan(samples).any():
         return None
+    metal_like = _bilinear(metal, xs, ys).max(axis=0) > 0.5
     profile = _smooth(samples.mean(axis=0), sigma=max(1.0, 0.3 / scale / step))
     grad = np.gradient(profile, step)  # rise going inwards
     window = (u >= -out_px) & (u <= in_px)
-    score = np.where(window, grad * np.exp(-0.5 * (u / (PRIOR_SIGMA * width)) ** 2), -np.inf)
-    k = int(np.argmax(score))
-    if not np.isfinite(score[k]) or grad[k] <= 0:
-        return None
-    # the prior only chooses the edge; its position is the gradient's own peak
-    while 0 < k < len(u) - 1 and window[k + 1] and grad[k + 1] > grad[k]:
-        k += 1
-    while 0 < k < len(u) - 1 and window[k - 1] and grad[k - 1] > grad[k]:
-        k -= 1
-    if k == 0 or k == len(u) - 1:
-        return None
-    g0, g1, g2 = grad[k - 1], grad[k], grad[k + 1]
-    denom = g0 - 2 * g1 + g2
-    offset = 0.5 * (g0 - g2) / denom if denom < 0 else 0.0
-    u_edge = u[k] + float(np.clip(offset, -1.0, 1.0)) * step
-    inside = (u >= u_edge + 1.0 / scale) & (u <= u_edge + 3.0 / scale)
-    outside = (u <= u_edge - 1.0 / scale) & (u >= u_edge - 3.0 / scale)
-    if not inside.any() or not outside.any():
-        return None
-    if profile[inside].mean() - profile[outside].mean() < MIN_STEP:
-        return None
-    return s_pred + inward * u_edge
+    near_px = DOMINANCE_MM / scale
+    # candidates: local gradient maxima in the window, outermost first; the first that
+    # dominates its neighbourhood and is a real soft tissue -> cortex step is the edge
+    # (a stronger rise further in is the canal's content: a metal stem, cement)
+    peaks = np.flatnonzero(window[1:-1] & (grad[1:-1] > 0) & (grad[1:-1] >= grad[:-2]) & (grad[1:-1] > grad[2:])) + 1
+    for k in peaks:
+        if grad[k] < DOMINANCE * grad[np.abs(u - u[k]) <= near_px].max():
+            continue
+        g0, g1, g2 = grad[k - 1], grad[k], grad[k + 1]
+        denom = g0 - 2 * g1 + g2
+        offset = 0.5 * (g0 - g2) / denom if denom < 0 else 0.0
+        u_edge = u[k] + float(np.clip(offset, -1.0, 1.0)) * step
+        inside = (u >= u_edge + 1.0 / scale) & (u <= u_edge + 3.0 / scale)
+        outside = (u <= u_edge - 1.0 / scale) & (u >= u_edge - 3.0 / scale)
+        into_metal = metal_like[(u >= u_edge - 0.5 / scale) & (u <= u_edge + METAL_CLEARANCE_MM / scale)].any()
+        if into_metal:  # the rise into metal (a stem beside or through the cortex) is no cortical edge
+            continue
+        if inside.any() and outside.any() and profile[inside].mean() - profile[outside].mean() >= MIN_STEP:
+            return s_pred + inward * u_edge
+    return None
 
 
 def _robust_line(t: np.ndarray, c: np.ndarray, min_scale: float) -> tuple[np.ndarray, np.ndarray, float]:
