@@ -141,6 +141,27 @@ def test_an_adjacent_bright_fibula_does_not_capture_the_lateral_tibial_cortex():
         _check_on_truth(evidence.fit("tibia"), 0.5 * (lat + med), angle_tol_deg=0.1, offset_tol_px=0.3)
 
 
+@pytest.mark.parametrize("gap_mm", [1.0, 3.0])
+def test_a_saturated_stem_in_the_canal_does_not_capture_the_cortical_edges(gap_mm):
+    """A metal stem (saturated) in the tibial canal, ``gap_mm`` inside the lateral cortex's outer edge:
+    3 mm in (a cortex beside it), the true axis; 1 mm in (through the cortex), no axis rather than a wrong one."""
+    schema, points = _template()
+    image = render(schema, points, noise=0.005)
+    lat, med = _sides(schema, points, "tibia")
+    h, w = SHAPE
+    xy = np.stack(np.mgrid[:h, :w][::-1], axis=-1).astype(np.float64)
+    mid = 0.5 * (lat + med).mean(axis=0)
+    inside = _signed_distance(xy, lat, mid)  # px inside the lateral outer edge
+    stem = (inside > gap_mm / SPACING[0]) & (inside < gap_mm / SPACING[0] + 24.0) & (xy[..., 1] > mid[1] - 80)
+    image[stem] = 1.3  # brighter than anything else: metal
+    evidence = shaft_edges.refine_shaft_axes(image, points, schema, SPACING)
+    if gap_mm < shaft_edges.METAL_CLEARANCE_MM:
+        assert not evidence.tibia.good
+    else:
+        _check_on_truth(evidence.tibia, 0.5 * (lat + med), angle_tol_deg=0.1, offset_tol_px=0.3)
+    _check_on_truth(evidence.femur, 0.5 * np.add(*_sides(schema, points, "femur")), 0.05, 0.15)
+
+
 def test_without_spacing_the_scale_comes_from_the_femoral_width():
     schema, points = _template()
     evidence = shaft_edges.refine_shaft_axes(render(schema, points), points, schema, None)
