@@ -18,6 +18,9 @@ ones; kind given, side given as ``kneealign measure --side`` would) and prints p
 - ``axis_evidence_disagree``: how often it fired, and its precision and recall for a
   landmark-FTS error above 3 degrees (the error it exists to catch) and for a reported-FTS
   error above 3 degrees;
+- ``weak_axis_evidence`` (a bone's edges could not confirm its axis; the landmark axis
+  is reported for it): how often it fired, and its precision/recall for a reported-FTS
+  error above 3 degrees;
 - the distribution (median, p95, max) of |image FTS - landmark FTS| on cases whose
   landmark FTS is within 1 degree of the truth, the basis for the flag's threshold.
 
@@ -146,8 +149,9 @@ def main() -> None:
           + ", ".join(m.info.model_id for m in (models.global_model, *models.local_models.values())))
     print("| change | FTS MAD reported / landmarks (deg) | FTS > 3 deg reported / landmarks | FNTS MAD | image axes "
           "used (both bones) | axis_evidence_disagree fired | its precision/recall, landmark FTS > 3 | "
-          "reported FTS > 3 | abs(image - landmark) on good landmark cases: median / p95 / max |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "reported FTS > 3 | weak_axis_evidence fired; precision/recall, reported FTS > 3 | "
+          "abs(image - landmark) on good landmark cases: median / p95 / max |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     for name in args.changes:
         rng = np.random.default_rng(0)
@@ -166,6 +170,7 @@ def main() -> None:
         fnts = np.array([m.alignment.atfa_fnts_deg if m.alignment else nan for m in results])
         both = np.array([bool(m.fts_axis) and m.fts_axis["source"] == "image" for m in results])
         flag = np.array(["axis_evidence_disagree" in m.flag_codes for m in results])
+        weak = np.array(["weak_axis_evidence" in m.flag_codes for m in results])
         e_rep, e_lmk, e_fnts = np.abs(rep - true_fts), np.abs(lmk - true_fts), np.abs(fnts - true_fnts)
         wrong_rep, wrong_lmk = ~(e_rep <= FAILURE_DEG), ~(e_lmk <= FAILURE_DEG)  # NaN (not measured) is wrong
         diff = np.abs(rep - lmk)[(e_lmk <= 1.0) & both]
@@ -173,7 +178,8 @@ def main() -> None:
             (lambda v: "n/a")
         print(f"| {name} | {np.nanmean(e_rep):.2f} / {np.nanmean(e_lmk):.2f} | {wrong_rep.mean():.0%} / "
               f"{wrong_lmk.mean():.0%} | {np.nanmean(e_fnts):.2f} | {both.sum()}/{len(results)} | {flag.sum()} | "
-              f"{_pr(flag, wrong_lmk)} | {_pr(flag, wrong_rep)} | {q(diff)} |", flush=True)
+              f"{_pr(flag, wrong_lmk)} | {_pr(flag, wrong_rep)} | {weak.sum()}; {_pr(weak, wrong_rep)} | "
+              f"{q(diff)} |", flush=True)
         for case, m, r, lm, t in zip(cases, results, rep, lmk, true_fts):
             source = m.fts_axis["source"] if m.fts_axis else ""
             rows.append((name, case.index, t, r, lm, source, ";".join(m.flag_codes)))
