@@ -27,9 +27,9 @@ Method, per bone (femur and tibia):
    that is at least ``DOMINANCE`` of the largest within ``DOMINANCE_MM`` of it and whose
    step (mean over 1-3 mm inside minus 1-3 mm outside) reaches ``MIN_STEP`` of the
    image's p1-p99 range, so a stronger rise further in (a metal stem or cement in the
-   canal) cannot take its place, and not counting a rise into metal-like (saturated)
-   pixels (``METAL_SHARE``, within ``METAL_CLEARANCE_MM``: a stem beside or through the
-   cortex); located to sub-pixel by a parabola through the gradient peak. A level with both edges found and a width within
+   canal) cannot take its place, and not counting a rise into metal (saturated areas at
+   least ``METAL_WIDTH_MM`` wide, within ``METAL_CLEARANCE_MM``: a stem beside or through
+   the cortex); located to sub-pixel by a parabola through the gradient peak. A level with both edges found and a width within
    ``WIDTH_TOLERANCE`` of the predicted width gives a midpoint.
 5. A robust line through the midpoints (offset along ``n`` against position along
    ``d``): iteratively reweighted least squares with Tukey's biweight, scale from the
@@ -74,7 +74,8 @@ WINDOW_OUT = 0.22  # search window outwards of the predicted cortex, fraction of
 WINDOW_IN = 0.14  # ... and inwards (less: the canal and a stem lie inside)
 DOMINANCE = 0.5  # an edge's gradient is at least this share of the largest within DOMINANCE_MM of it
 DOMINANCE_MM = 2.0
-METAL_SHARE = 0.02  # pixels within this share of the value range from the image's maximum look like metal
+METAL_SHARE = 0.02  # pixels within this share of the value range from the image's maximum are saturated
+METAL_WIDTH_MM = 6.0  # saturated areas at least this wide look like metal
 METAL_CLEARANCE_MM = 1.5  # an edge with metal-like pixels this close inside it is the metal's edge
 MIN_STEP = 0.1  # cortex minus soft tissue, fraction of the image's p1-p99 range (real films: 0.32 +/- 0.07)
 WIDTH_TOLERANCE = 0.3  # measured width within +/- this fraction of the predicted one
@@ -190,12 +191,29 @@ def refine_shaft_axes(image: np.ndarray, points_px: np.ndarray, schema: Landmark
         weak = {bone: _weak(bone, "the image is flat") for bone in BONES}
         return ShaftEvidence(weak["femur"], weak["tibia"], scale, source)
     norm = (image - lo) / (hi - lo)
-    top = float(image.max())
-    metal = (image >= top - METAL_SHARE * (top - float(image.min()))).astype(np.float64)
+    metal = _metal_cores(image, scale)
     knee = schema.reference_points(points_px)[[p["name"] for p in schema.definitions["reference_points"]["points"]]
                                               .index("knee_centre")]
     fits = {bone: _refine_bone(norm, metal, points_px, schema, bone, knee, scale) for bone in BONES}
     return ShaftEvidence(fits["femur"], fits["tibia"], scale, source)
+
+
+def _metal_cores(image: np.ndarray, scale: float) -> np.ndarray:
+    """(H, W) 1.0 inside metal-like areas, shrunk by half of ``METAL_WIDTH_MM``, else 0.0.
+
+    Metal-like: within ``METAL_SHARE`` of the value range from the image's maximum
+    (saturated), over a square ``METAL_WIDTH_MM`` wide (at least 95 % of it): stems,
+    cement and components are that wide, while saturated specks (text, clipped cortex
+    after edge enhancement or windowing) are not.
+    """
+    top = float(image.max())
+    saturated = (image >= top - METAL_SHARE * (top - float(image.min()))).astype(np.float64)
+    k = max(3, int(round(METAL_WIDTH_MM / scale)) | 1)
+    r = k // 2
+    padded = np.pad(saturated, ((r + 1, r), (r + 1, r)))
+    integral = padded.cumsum(axis=0).cumsum(axis=1)
+    box = integral[k:, k:] - integral[:-k, k:] - integral[k:, :-k] + integral[:-k, :-k]
+    return (box >= 0.95 * k * k).astype(np.float64)
 
 
 def _weak(bone: str, reason: str, levels: int = 0, found: int = 0) -> ShaftFit:
@@ -370,7 +388,8 @@ def _edge(norm: np.ndarray, metal: np.ndarray, centre: np.ndarray, d: np.ndarray
         u_edge = u[k] + float(np.clip(offset, -1.0, 1.0)) * step
         inside = (u >= u_edge + 1.0 / scale) & (u <= u_edge + 3.0 / scale)
         outside = (u <= u_edge - 1.0 / scale) & (u >= u_edge - 3.0 / scale)
-        into_metal = metal_like[(u >= u_edge - 0.5 / scale) & (u <= u_edge + METAL_CLEARANCE_MM / scale)].any()
+        reach = METAL_CLEARANCE_MM + 0.5 * METAL_WIDTH_MM  # the cores are shrunk by half the width
+        into_metal = metal_like[(u >= u_edge - 0.5 / scale) & (u <= u_edge + reach / scale)].any()
         if into_metal:  # the rise into metal (a stem beside or through the cortex) is no cortical edge
             continue
         if inside.any() and outside.any() and profile[inside].mean() - profile[outside].mean() >= MIN_STEP:
