@@ -233,6 +233,22 @@ def test_report_files_and_numbers(tmp_path):
     assert qc["flags"] == {"geometry_failed": 1}
     assert qc["angles_ok"]["fts"]["failures"] == 1 and qc["angles_ok"]["fts"]["cases"] == 3
     assert "of the 2 cases with an aTFA error above 3 deg (or none measured), 1 were flagged" in report
+    pr = qc["flag_precision_recall"]
+    assert pr["any flag"] == {"fired": 1, "wrong": 1, "precision": 1.0, "caught": 1, "wrong_cases": 2, "recall": 0.5}
+    assert pr["geometry_failed"]["precision"] == 1.0 and pr["geometry_failed"]["recall"] == 0.5
+    assert "| geometry_failed | 1 | 1 (100%) | 1/2 (50%) |" in report
+
+
+def test_flag_precision_and_recall_count_flagged_results_that_were_wrong_and_wrong_results_flagged(tmp_path):
+    flagged = lambda r, *codes: dataclasses.replace(r, status="flagged", qc_flags=codes)  # noqa: E731
+    results = [flagged(_result("a", 0.0, 5.0, 5.5), "side_uncertain"),  # flagged, right
+               flagged(_result("b", 0.0, 2.0, 9.0), "side_uncertain", "fts_fnts_disagree"),  # flagged, wrong
+               _result("c", 0.0, 3.0, 7.5),  # wrong, not flagged
+               _result("d", 0.0, 1.0, 1.2)]  # right, not flagged
+    pr = write_report(results, tmp_path, failure_deg=3.0)["qc"]["flag_precision_recall"]
+    assert (pr["any flag"]["precision"], pr["any flag"]["recall"]) == (0.5, 0.5)
+    assert (pr["side_uncertain"]["fired"], pr["side_uncertain"]["wrong"]) == (2, 1)
+    assert (pr["fts_fnts_disagree"]["precision"], pr["fts_fnts_disagree"]["recall"]) == (1.0, 0.5)
 
 
 def test_kind_accuracy_counts_the_pipelines_decisions(tmp_path):

@@ -78,7 +78,7 @@ def test_json_layout_is_pinned_and_carries_no_identifying_fields():
     data = sample().to_dict()
     assert list(data) == ["format", "format_version", "software", "intended_use", "case_id", "input_name", "status",
                           "reason", "qc_flags", "image", "side", "kind", "reference_points", "landmarks",
-                          "alignment", "evidence", "models", "device", "precision", "timings_ms"]
+                          "alignment", "fts_axis", "evidence", "models", "device", "precision", "timings_ms"]
     assert data["input_name"] is None and data["case_id"] == "image-0007"
     assert data["image"] == {"rows": 2000, "columns": 1600, "spacing_mm": list(SPACING),
                              "spacing_source": "PixelSpacing"}

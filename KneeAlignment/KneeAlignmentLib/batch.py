@@ -73,7 +73,7 @@ from . import __version__
 from .atomicio import write_atomic
 from .errors import KneeAlignmentError, OutputConflictError
 from .imageio import FORMAT_SIGNATURES  # the reader's own table: one list of recognised formats
-from .imageio import DEFAULT_MAX_PIXELS, Radiograph, quiet_pydicom, read_radiograph
+from .imageio import DEFAULT_MAX_PIXELS, Radiograph, quiet_pydicom, read_radiograph, with_given_spacing
 from .measurement import Measurement, csv_header, write_markups
 from .pipeline import ModelSet, measure_batch
 from .schema import KINDS
@@ -238,15 +238,17 @@ class _Read:
 class _ReadDataset(Dataset):
     """Input i -> ``_Read``; runs in DataLoader workers, so the main process only measures."""
 
-    def __init__(self, inputs: Sequence[InputFile], max_pixels: int) -> None:
-        self.inputs, self.max_pixels = list(inputs), max_pixels
+    def __init__(self, inputs: Sequence[InputFile], max_pixels: int,
+                 spacing_mm: tuple[float, float] | None = None) -> None:
+        self.inputs, self.max_pixels, self.spacing_mm = list(inputs), max_pixels, spacing_mm
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     def __getitem__(self, index: int) -> _Read:
         try:
-            radiograph, error = read_radiograph(self.inputs[index].path, max_pixels=self.max_pixels), None
+            radiograph = read_radiograph(self.inputs[index].path, max_pixels=self.max_pixels)
+            radiograph, error = with_given_spacing(radiograph, self.spacing_mm), None
         except KneeAlignmentError as exc:
             radiograph, error = None, str(exc)
         except Exception as exc:  # noqa: BLE001 - one broken file must not stop the batch (reader bug)
@@ -261,7 +263,7 @@ def _as_list(batch: list[_Read]) -> list[_Read]:
 
 def _reader(inputs: Sequence[InputFile], options: BatchOptions) -> DataLoader:
     """Batches of ``_Read`` from ``options.workers`` processes, which die with this one (``workers``)."""
-    return DataLoader(_ReadDataset(inputs, options.max_pixels), batch_size=options.batch_size,
+    return DataLoader(_ReadDataset(inputs, options.max_pixels, options.spacing_mm), batch_size=options.batch_size,
                       num_workers=options.workers, collate_fn=_as_list,
                       prefetch_factor=2 if options.workers else None,
                       worker_init_fn=worker_init() if options.workers else None)
@@ -275,6 +277,8 @@ class BatchOptions:
 
     Attributes:
         kind, side: as ``pipeline.measure_batch`` takes them.
+        spacing_mm: (row_mm, col_mm) for inputs whose file carries no spacing
+            (``imageio.with_given_spacing``: an input whose own spacing differs is an error).
         batch_size: images per network batch (>= 1).
         workers: DataLoader processes decoding images (0: decode in the main process).
         keep_names: record input file names in results and the summary.
@@ -286,6 +290,7 @@ class BatchOptions:
 
     kind: str = "auto"
     side: str | None = None
+    spacing_mm: tuple[float, float] | None = None
     batch_size: int = 4
     workers: int = 2
     keep_names: bool = False
@@ -299,6 +304,12 @@ class BatchOptions:
             raise ValueError(f"kind must be 'auto', 'preop' or 'postop', got {self.kind!r}")
         if self.side not in (None, "L", "R"):
             raise ValueError(f"side must be 'L', 'R' or None, got {self.side!r}")
+        if self.spacing_mm is not None:
+            spacing = tuple(self.spacing_mm)
+            if len(spacing) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                            and 0 < v < float("inf") for v in spacing):
+                raise ValueError(f"spacing_mm must be two positive numbers (row_mm, col_mm), got {self.spacing_mm!r}")
+            object.__setattr__(self, "spacing_mm", tuple(float(v) for v in spacing))
         for name, low in (("batch_size", 1), ("workers", 0), ("max_pixels", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -385,7 +396,8 @@ def _fingerprint(item: InputFile, models: ModelSet, options: BatchOptions) -> di
     used = [models.global_model.info.model_id, *(models.local(k).info.model_id for k in models.kinds)]
     return {"case_id": item.case_id, "source": source, "software_version": __version__, "models": used,
             "kind": options.kind, "side": options.side, "keep_names": options.keep_names,
-            "dicom_results": options.dicom_results}
+            "dicom_results": options.dicom_results,
+            **({"spacing_mm": list(options.spacing_mm)} if options.spacing_mm else {})}
 
 
 def _resumed(item: InputFile, out_dir: Path, fingerprint: dict) -> CaseRecord | None:

@@ -11,7 +11,9 @@ description, authors, copyright, license, network_data_format, intended_use,
 data_source) and a ``"kneealignment"`` section that makes the bundle self-describing:
 format version, stage, landmark schema, landmark names, preset, the architecture
 (:class:`~KneeAlignmentLib.networks.HourglassConfig`), heatmap-codec and frame
-parameters, evaluation metrics, and the weights file with its SHA-256.
+parameters, evaluation metrics, the weights file with its SHA-256 and, optionally, the
+quality-control thresholds calibrated for the model (``qc``: fields of
+:class:`~KneeAlignmentLib.qc_thresholds.QCThresholds`; absent: its defaults).
 
 :func:`load_bundle` trusts nothing: it checks files, fields, format version and the
 checksum before deserialising, reads safetensors (or, for a ``.pt``/``.pth`` state
@@ -46,6 +48,7 @@ from . import __version__
 from .errors import BundleError
 from .known_models import metadata_digest, provenance
 from .networks import STAGES, HourglassConfig, StackedHourglass
+from .qc_thresholds import QCThresholds
 from .schema import KINDS as SCHEMAS
 
 __all__ = [
@@ -58,6 +61,7 @@ __all__ = [
     "LoadedModel",
     "load_bundle",
     "save_bundle",
+    "write_qc_thresholds",
 ]
 
 FORMAT_VERSION = 1
@@ -130,6 +134,7 @@ class BundleMetadata:
     changelog: Mapping[str, str]
     weights_file: str
     weights_sha256: str
+    qc: QCThresholds = QCThresholds()
 
     @property
     def model_id(self) -> str:
@@ -263,6 +268,10 @@ def _parse_metadata(data: Any, bundle: Path) -> BundleMetadata:
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise _fail(bundle, f"weights.sha256 must be 64 lowercase hex digits, got {sha256!r}")
     changelog = _object(data["changelog"], "changelog", bundle)
+    try:
+        qc = QCThresholds.from_dict(_object(own.get("qc", {}), "qc", bundle))
+    except ValueError as exc:
+        raise _fail(bundle, f"invalid qc thresholds: {exc}") from exc
     return BundleMetadata(
         name=_string(own["name"], "name", bundle),
         version=_string(data["version"], "version", bundle),
@@ -283,6 +292,7 @@ def _parse_metadata(data: Any, bundle: Path) -> BundleMetadata:
         changelog=changelog,
         weights_file=weights_file,
         weights_sha256=sha256,
+        qc=qc,
     )
 
 
@@ -443,11 +453,13 @@ def save_bundle(
     changelog: Mapping[str, str] | None = None,
     dtype: torch.dtype = torch.float32,
     overwrite: bool = False,
+    qc: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``network`` and its metadata as a bundle folder, atomically; returns the folder.
 
     The architecture comes from ``network.config``. ``landmark_names`` names the output
-    channels in order; ``codec``/``frame``/``metrics`` must be JSON-serialisable objects.
+    channels in order; ``codec``/``frame``/``metrics`` must be JSON-serialisable objects;
+    ``qc``: quality-control thresholds (``QCThresholds`` fields) to store, or None for none.
     ``dtype`` is the storage type of floating tensors (float32, or float16 to halve the
     size; loading converts back to float32). The bundle is assembled in a temporary
     sibling folder and renamed into place, so readers never see a half-written bundle.
@@ -511,6 +523,8 @@ def save_bundle(
             "weights": {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(payload).hexdigest()},
         },
     }
+    if qc is not None:
+        data[SECTION]["qc"] = dict(qc)
     try:
         text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -529,6 +543,41 @@ def save_bundle(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def write_qc_thresholds(directory: str | os.PathLike[str], qc: Mapping[str, Any],
+                        provenance: str | None = None) -> BundleMetadata:
+    """Set ``kneealignment.qc`` of an existing bundle (merged over what it has), atomically.
+
+    ``qc``: fields of :class:`~KneeAlignmentLib.qc_thresholds.QCThresholds`;
+    ``provenance``: how they were derived, stored as ``kneealignment.qc_calibration``.
+    The weights and their checksum are untouched. Returns the re-read metadata.
+
+    Raises:
+        BundleError: not a valid bundle, bad thresholds, or the file cannot be written.
+    """
+    bundle = Path(directory)
+    path = bundle / METADATA_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(bundle, f"cannot read {METADATA_FILE} ({exc})") from exc
+    current = _parse_metadata(data, bundle).qc
+    try:
+        merged = QCThresholds.from_dict(dict(qc), base=current)
+    except ValueError as exc:
+        raise _fail(bundle, f"invalid qc thresholds: {exc}") from exc
+    data[SECTION]["qc"] = merged.to_dict()
+    if provenance is not None:
+        data[SECTION]["qc_calibration"] = provenance
+    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
+    staging = path.with_name(f".{path.name}.tmp")
+    try:
+        _write_synced(staging, text.encode("utf-8"))
+        os.replace(staging, path)
+    except OSError as exc:
+        raise _fail(bundle, f"cannot write {METADATA_FILE} ({exc})") from exc
+    return _parse_metadata(json.loads(text), bundle)
 
 
 def _write_synced(path: Path, payload: bytes) -> None:

@@ -26,6 +26,22 @@ def _add_models_dir(p, *aliases: str) -> None:
                         "(default: $KNEEALIGN_MODELS, else the bundled Resources/Models)")
 
 
+def _spacing_mm(text: str) -> float:
+    """argparse type of one --spacing value: a positive finite number of millimetres."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"a pixel spacing must be a positive number of mm, got {text!r}")
+    return value
+
+
+def _add_spacing(p, help_text: str) -> None:
+    """The one definition of --spacing ROW_MM COL_MM (angles, measure)."""
+    p.add_argument("--spacing", nargs=2, type=_spacing_mm, metavar=("ROW_MM", "COL_MM"), help=help_text)
+
+
 def _add_device(p, note: str = "") -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help=f"where the networks run (default: CUDA when available{note})")
@@ -47,9 +63,8 @@ def _add_angles(sub):
                    help="landmark schema (default: from the number of points)")
     p.add_argument("--side", choices=["L", "R"],
                    help="knee side (default: from the anatomy; the fibula is lateral)")
-    p.add_argument("--spacing", nargs=2, type=float, metavar=("ROW_MM", "COL_MM"),
-                   help="pixel spacing, when the points were placed on an image without spacing "
-                        "(coordinates in pixels)")
+    _add_spacing(p, "pixel spacing, when the points were placed on an image without spacing "
+                    "(coordinates in pixels)")
     p.add_argument("--image", type=Path, help="the radiograph the landmarks were placed on (for --overlay)")
     p.add_argument("--overlay", type=Path, metavar="PNG",
                    help="draw landmarks, axes and angles over --image into this PNG")
@@ -289,6 +304,8 @@ def _add_measure(sub):
     _add_models_dir(p)
     p.add_argument("--side", choices=["L", "R"],
                    help="knee side for images whose file does not state it (default: detected)")
+    _add_spacing(p, "pixel spacing (row, column) in mm for images whose file carries none (PNG/JPEG exports); "
+                    "recorded as given. An input whose own spacing differs is refused with a message")
     _add_device(p, "; cuda:LOCAL_RANK under torchrun")
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per network batch (default: 4)")
     p.add_argument("--workers", type=int, default=2, metavar="N",
@@ -314,7 +331,8 @@ def _cmd_measure(args) -> int:
                 print(f"kneealign measure: error: {flag} needs --out", file=sys.stderr)
                 return 2
     try:
-        options = BatchOptions(kind=args.model, side=args.side, batch_size=args.batch_size, workers=args.workers,
+        options = BatchOptions(kind=args.model, side=args.side, spacing_mm=args.spacing and tuple(args.spacing),
+                               batch_size=args.batch_size, workers=args.workers,
                                keep_names=args.keep_names, dicom_results=args.dicom_sr, resume=args.resume,
                                progress=not args.quiet and args.out is not None)
         inputs = discover_inputs(args.inputs, exclude=[args.out] if args.out else [])

@@ -467,10 +467,25 @@ def _qc_summary(results: Sequence[CaseResult], failure_deg: float) -> dict:
     large = [r for r in results
              if any(not abs(r.atfa_pred[m] - r.atfa_true[m]) <= failure_deg for m in METHODS)]  # NaN counts
     flags = Counter(code for r in results for code in r.qc_flags)
+    wrong = {r.case_id for r in large}
+    flagged = [r for r in results if r.status != "ok"]
+    by_flag = {"any flag": _precision_recall(flagged, wrong)}
+    by_flag |= {code: _precision_recall([r for r in results if code in r.qc_flags], wrong) for code, _ in
+                flags.most_common()}
     return {"ok": len(passed), "flagged": len(results) - len(passed), "flags": dict(flags.most_common()),
             "large_errors": len(large), "large_errors_flagged": sum(r.status != "ok" for r in large),
+            "flag_precision_recall": by_flag,
             "angles_ok": {m: agreement([r.atfa_pred[m] for r in passed], [r.atfa_true[m] for r in passed],
                                        failure_deg) for m in METHODS} if passed else {}}
+
+
+def _precision_recall(fired: Sequence[CaseResult], wrong: set[str]) -> dict:
+    """How well a flag predicts a large error: ``fired`` cases, of them ``wrong`` (precision =
+    wrong / fired: how many flagged results were wrong) and ``caught`` of all wrong cases
+    (recall = caught / wrong cases: how many wrong results were flagged); NaN when undefined."""
+    hit = sum(r.case_id in wrong for r in fired)
+    return {"fired": len(fired), "wrong": hit, "precision": hit / len(fired) if fired else math.nan,
+            "caught": hit, "wrong_cases": len(wrong), "recall": hit / len(wrong) if wrong else math.nan}
 
 
 _CASE_COLUMNS = ("case_id", "kind", "kind_pred", "status", "qc_flags", "side_true", "side_pred", "spacing_row_mm",
@@ -592,6 +607,15 @@ def _markdown(summary: dict, title: str, notes: Sequence[str]) -> str:
               f"(or none measured), {qc['large_errors_flagged']} were flagged.", ""]
     if qc["flags"]:
         lines += ["Flags raised: " + ", ".join(f"{code} ({n})" for code, n in qc["flags"].items()) + ".", ""]
+    lines += [f"Does a flag predict an error (aTFA by FTS or FNTS off by more than {summary['failure_deg']:g} deg, "
+              f"or not measured)? Precision: of the results carrying the flag, how many were wrong; recall: of "
+              f"the {qc['large_errors']} wrong results, how many carried it.", "",
+              "| flag | fired | of them wrong (precision) | wrong results caught (recall) |",
+              "| --- | --- | --- | --- |"]
+    for code, pr in qc["flag_precision_recall"].items():
+        lines.append(f"| {code} | {pr['fired']} | {pr['wrong']} ({f(100 * pr['precision'], 0)}%) | "
+                     f"{pr['caught']}/{pr['wrong_cases']} ({f(100 * pr['recall'], 0)}%) |")
+    lines.append("")
     for method, a in qc["angles_ok"].items():
         lines.append(f"- QC-passed cases, {method.upper()}: MAD {f(a.get('mean_abs_diff'))} deg, ICC(A,1) "
                      f"{f(a.get('icc_a1'), 3)}, {a['failures']} above {summary['failure_deg']:g} deg")

@@ -148,7 +148,8 @@ def alignment_label(atfa_deg: float) -> str:
 
 
 def compute_alignment(points_px: np.ndarray, schema: LandmarkSchema, side: str,
-                      spacing_mm: tuple[float, float] | None = None) -> Alignment:
+                      spacing_mm: tuple[float, float] | None = None, *,
+                      fts_centres_px: dict[str, np.ndarray] | None = None) -> Alignment:
     """Measure alignment from one landmark set.
 
     Args:
@@ -156,6 +157,10 @@ def compute_alignment(points_px: np.ndarray, schema: LandmarkSchema, side: str,
         schema: the pre-op or post-op landmark schema the points follow.
         side: 'R' or 'L', the knee's laterality (radiological display assumed).
         spacing_mm: (row_mm, col_mm) pixel spacing, or None if unknown.
+        fts_centres_px: optional {"femur": (M, 2), "tibia": (N, 2)} px shaft midline points
+            measured otherwise (``shaft_edges``: cortical edges in the image) that replace
+            the landmark shaft centres for that bone's FTS axis (and the angles built on
+            it: aTFA FTS, aLDFA, MPTA, JLCA, alpha, beta); FNTS keeps the landmark centres.
 
     Post-op landmarks also give the component angles of the Knee Society Total Knee
     Arthroplasty Roentgenographic Evaluation and Scoring System (Ewald FC, Clin Orthop
@@ -189,7 +194,12 @@ def compute_alignment(points_px: np.ndarray, schema: LandmarkSchema, side: str,
     femur_mm = schema.derive(points_mm, "femoral_shaft_centres")
     tibia_mm = schema.derive(points_mm, "tibial_shaft_centres")
     knee_mm = _knee_centre(points_mm, schema)
-    femoral, tibial = _fts_axes(femur_mm, tibia_mm, knee_mm, tol)
+    fts_mm = {"femur": femur_mm, "tibia": tibia_mm}
+    for bone, centres in (fts_centres_px or {}).items():
+        if bone not in fts_mm:
+            raise GeometryError(f"fts_centres_px keys must be 'femur' or 'tibia', got {bone!r}")
+        fts_mm[bone] = _point_array(centres, f"{bone} FTS shaft points", at_least=2) * scale_xy
+    femoral, tibial = _fts_axes(fts_mm["femur"], fts_mm["tibia"], knee_mm, tol)
     d_f, d_t = femoral[1], tibial[1]
     lat_f, lat_t = _lateral(d_f, side), _lateral(d_t, side)
 
@@ -200,7 +210,7 @@ def compute_alignment(points_px: np.ndarray, schema: LandmarkSchema, side: str,
 
     axes = _tibiofemoral_fields(femur_mm, tibia_mm, schema.derive(points_mm, "femoral_notch"),
                                 schema.derive(points_mm, "tibial_spine_centre"), femoral, tibial, side,
-                                scale_xy, tol)
+                                scale_xy, tol, fts_mm["femur"], fts_mm["tibia"])
 
     aldfa = mpta = jlca = jsw_lat_px = jsw_med_px = jsw_lat_mm = jsw_med_mm = alpha = beta = None
     if postop:
@@ -397,10 +407,12 @@ def _fts_axes(femur_mm: np.ndarray, tibia_mm: np.ndarray, knee_mm: np.ndarray, t
 
 
 def _tibiofemoral_fields(femur_mm: np.ndarray, tibia_mm: np.ndarray, notch_mm: np.ndarray, spine_mm: np.ndarray,
-                         femoral, tibial, side: str, scale_xy: np.ndarray, tol: float) -> dict:
+                         femoral, tibial, side: str, scale_xy: np.ndarray, tol: float,
+                         fts_femur_mm: np.ndarray | None = None, fts_tibia_mm: np.ndarray | None = None) -> dict:
     """The aTFA, axis and shaft-centre fields of an Alignment, from the defining points in mm.
 
-    ``femoral``, ``tibial``: the FTS axes of :func:`_fts_axes`. The one home of the aTFA
+    ``femoral``, ``tibial``: the FTS axes of :func:`_fts_axes`, fitted to ``fts_femur_mm``
+    and ``fts_tibia_mm`` (default: the landmark shaft centres ``femur_mm``, ``tibia_mm``). The one home of the aTFA
     arithmetic, for landmarks and for points placed by hand alike.
     """
     d_f, d_t = femoral[1], tibial[1]
@@ -418,8 +430,8 @@ def _tibiofemoral_fields(femur_mm: np.ndarray, tibia_mm: np.ndarray, notch_mm: n
         tibial_axis_fts_px=readonly_array(_axis_ends(tibial) / scale_xy),
         femoral_axis_fnts_px=readonly_array(np.stack([femur_mm.mean(axis=0), notch_mm]) / scale_xy),
         tibial_axis_fnts_px=readonly_array(np.stack([spine_mm, tibia_mm.mean(axis=0)]) / scale_xy),
-        femoral_shaft_centres_px=readonly_array(femur_mm / scale_xy),
-        tibial_shaft_centres_px=readonly_array(tibia_mm / scale_xy),
+        femoral_shaft_centres_px=readonly_array((femur_mm if fts_femur_mm is None else fts_femur_mm) / scale_xy),
+        tibial_shaft_centres_px=readonly_array((tibia_mm if fts_tibia_mm is None else fts_tibia_mm) / scale_xy),
     )
 
 

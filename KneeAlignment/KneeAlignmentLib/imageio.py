@@ -40,6 +40,7 @@ identifier from the file; callers that want the path add it themselves.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import struct
@@ -65,6 +66,7 @@ __all__ = [
     "Radiograph",
     "radiograph_from_array",
     "read_radiograph",
+    "with_given_spacing",
 ]
 
 #: Largest image accepted by default, in pixels (rows x columns). 80 MP is ~3x a
@@ -199,6 +201,33 @@ class Radiograph:
             "side": self.side,
             "side_source": self.side_source,
         }
+
+
+def with_given_spacing(radiograph: Radiograph, spacing_mm: tuple[float, float] | None,
+                       rel_tol: float = 1e-3) -> Radiograph:
+    """The radiograph with a pixel spacing given by the user (``kneealign measure --spacing``).
+
+    For files that carry no spacing (PNG/JPEG exports): the result has ``spacing_mm`` and
+    ``spacing_source`` "given". A file whose own spacing agrees (within ``rel_tol``) keeps
+    its own and its source; ``None`` changes nothing.
+
+    Raises:
+        ImageReadError: a spacing that is not two positive finite numbers, or one that
+            contradicts the file's own spacing (which is never silently overridden).
+    """
+    if spacing_mm is None:
+        return radiograph
+    spacing = _positive_pair(spacing_mm)
+    if spacing is None:
+        raise ImageReadError(f"the given pixel spacing must be two positive finite numbers (row_mm, col_mm), "
+                             f"got {spacing_mm!r}")
+    own = radiograph.spacing_mm
+    if own is None:
+        return dataclasses.replace(radiograph, spacing_mm=spacing, spacing_source="given")
+    if all(abs(a - b) <= rel_tol * b for a, b in zip(spacing, own)):
+        return radiograph
+    raise ImageReadError(f"the given pixel spacing {spacing[0]:g} x {spacing[1]:g} mm contradicts the image's own "
+                         f"{own[0]:g} x {own[1]:g} mm ({radiograph.spacing_source}); drop --spacing for this input")
 
 
 def radiograph_from_array(

@@ -17,6 +17,7 @@ JSON layout (``to_dict``)::
      "landmarks": {"schema", "schema_version", "names", "points_px", "points_mm",
                    "confidence"} | null,
      "alignment": geometry.Alignment.to_dict() | null,
+     "fts_axis": {"source", "atfa_fts_landmarks_deg", "difference_deg", ...} | null,
      "evidence": {...}, "models": [{"role", "name", "version", "model_id", "provenance"}],
      "device", "precision", "timings_ms": {...}}
 
@@ -65,6 +66,7 @@ STATUSES = ("ok", "flagged")
 
 _CSV_COLUMNS = (
     "case_id", "input_name", "status", "reason", "atfa_fts_deg", "label_fts", "atfa_fnts_deg", "label_fnts",
+    "fts_source", "atfa_fts_landmarks_deg",
     "side", "side_source", "kind", "kind_source", "global_model", "local_model", "model_provenance",
     "software_version",
     "qc_flags", "total_ms",
@@ -163,6 +165,11 @@ class Measurement:
         device, precision: where and how the networks ran ("float32" or "float16 autocast").
         case_id: a neutral name such as "case-3f2a9c1b7d04"; input_name: the input's file name,
             only when the caller chooses to keep it (file names often name patients).
+        fts_axis: how the FTS axes were obtained (``axis_check``): "source" ("image",
+            "image (femur)", "image (tibia)" or "landmarks"), the landmark-only aTFA by FTS
+            as a cross-check ("atfa_fts_landmarks_deg", "difference_deg"), the scale and
+            each bone's edge evidence; None when no alignment was measured or for
+            results made without that check.
     """
 
     image_shape: tuple[int, int]
@@ -185,6 +192,7 @@ class Measurement:
     software_version: str = __version__
     case_id: str | None = None
     input_name: str | None = None
+    fts_axis: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_shape", tuple(int(v) for v in self.image_shape))
@@ -201,6 +209,9 @@ class Measurement:
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "evidence", MappingProxyType({k: float(v) for k, v in self.evidence.items()}))
         object.__setattr__(self, "timings_ms", MappingProxyType({k: float(v) for k, v in self.timings_ms.items()}))
+        if self.fts_axis is not None:  # a private JSON-clean copy
+            object.__setattr__(self, "fts_axis", MappingProxyType(json.loads(json.dumps(dict(self.fts_axis),
+                                                                                         allow_nan=False))))
 
     @property
     def status(self) -> str:
@@ -255,6 +266,7 @@ class Measurement:
                 "points_mm": None if self.spacing_mm is None else lm.points_mm(self.spacing_mm).tolist(),
                 "confidence": lm.confidence.tolist()},
             "alignment": None if self.alignment is None else self.alignment.to_dict(),
+            "fts_axis": None if self.fts_axis is None else json.loads(json.dumps(dict(self.fts_axis))),
             "evidence": dict(self.evidence),
             "models": [{"role": m.role, "name": m.name, "version": m.version, "model_id": m.model_id,
                         "provenance": m.provenance}
@@ -304,6 +316,7 @@ class Measurement:
                 software_version=data["software"]["version"],
                 case_id=data["case_id"],
                 input_name=data["input_name"],
+                fts_axis=data.get("fts_axis"),  # absent in results written before the image check
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MeasurementError(f"malformed {FORMAT} document ({type(exc).__name__}: {exc})") from None
@@ -333,6 +346,9 @@ class Measurement:
             "label_fts": None if a is None else a.label_fts,
             "atfa_fnts_deg": None if a is None else f"{a.atfa_fnts_deg:.3f}",
             "label_fnts": None if a is None else a.label_fnts,
+            "fts_source": None if self.fts_axis is None else self.fts_axis["source"],
+            "atfa_fts_landmarks_deg": None if self.fts_axis is None
+            else f"{self.fts_axis['atfa_fts_landmarks_deg']:.3f}",
             "side": self.side, "side_source": self.side_source, "kind": self.kind, "kind_source": self.kind_source,
             "global_model": global_model and global_model.model_id,
             "local_model": local_model and local_model.model_id,
@@ -424,6 +440,9 @@ def format_measurement(m: Measurement) -> str:
     else:
         for method, value, label in (("FTS", a.atfa_fts_deg, a.label_fts), ("FNTS", a.atfa_fnts_deg, a.label_fnts)):
             lines.append(f"  aTFA {method:<4}  {round(value, 1) + 0.0:6.1f}°  {label}")
+        if m.fts_axis is not None:
+            lines.append(f"  FTS axes from {m.fts_axis['source']} (landmark shaft points alone: "
+                         f"{round(m.fts_axis['atfa_fts_landmarks_deg'], 1) + 0.0:.1f}°)")
     lines.append(f"  status: {m.status}")
     lines += [f"    - {flag.code}: {flag.message}" for flag in m.qc_flags]
     used = [info.label for info in (m.model("global"), m.local_model) if info is not None]

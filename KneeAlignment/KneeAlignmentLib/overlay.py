@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from .atomicio import atomic_output
 from .geometry import AXIS_COLORS
-from .qc import LANDMARK_CONFIDENCE_MIN
+from .qc_thresholds import DEFAULT as DEFAULT_QC  # weak landmarks are drawn as red crosses
 from .schema import load_schema
 
 NOT_CLINICAL = "Research use only. Not for clinical use."
@@ -109,7 +109,8 @@ def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, pa
         schema = load_schema(kind)
         for group, info in schema.groups.items():
             idx = schema.group_indices(group)
-            low = np.zeros(len(idx), bool) if confidence is None else confidence[idx] < LANDMARK_CONFIDENCE_MIN
+            low = (np.zeros(len(idx), bool) if confidence is None
+                   else confidence[idx] < DEFAULT_QC.landmark_confidence_min)
             ax.plot(points[idx, 0], points[idx, 1], "-", color=info["color"], lw=0.8, alpha=0.7)
             ax.plot(points[idx[~low], 0], points[idx[~low], 1], "o", color=info["color"], ms=marker)
             ax.plot(points[idx[low], 0], points[idx[low], 1], "x", color="red", ms=marker * 1.5)

@@ -31,10 +31,10 @@ detected: the local stage runs on the crop as a right knee and mirrored as a lef
 The orientation whose landmarks put the fibula laterally (``geometry.infer_side`` agrees)
 wins when only one does, else the one with the higher mean landmark confidence; flagged
 ``side_uncertain`` when anatomy and confidence disagree, both or neither orientation is
-anatomically consistent, or the confidences are within ``SIDE_CONFIDENCE_MARGIN``.
+anatomically consistent, or the confidences are within ``side_confidence_margin``.
 
 Kind ("auto"): both local models run; post-op when the post-op model's mean
-confidence on the implant landmarks reaches ``KIND_IMPLANT_CONFIDENCE``. A post-op result
+confidence on the implant landmarks reaches ``kind_implant_confidence``. A post-op result
 without metal-like (saturated) pixels in the crop is flagged; saturation alone does not
 suggest implants (over-exposed soft tissue saturates too).
 
@@ -48,7 +48,14 @@ This costs two or three more local-network passes per image.
 Quality control: every result lists its flags, most serious first (codes in
 ``qc.FLAG_ORDER``: failures, wrong view, side and kind doubts, implausible anatomy,
 border positions, low confidence); any flag makes the status "flagged". Thresholds are
-constants of this module (side, kind) and of ``qc`` (the flags).
+the bundles' (``qc_thresholds.QCThresholds`` in each bundle's metadata, defaults when
+absent): the global bundle's for the reference points, the post-op bundle's for the
+kind decision, the result's local bundle's for everything else.
+
+FTS axes: each shaft's midline is measured from its cortical edges in the image around
+the predicted landmarks (``axis_check``, ``shaft_edges``); where that evidence is good
+it gives the reported FTS axis, and the landmark FTS stays in ``Measurement.fts_axis``
+as a cross-check (``axis_evidence_disagree`` when they differ).
 
 Precision: float32. ``autocast=True`` (CUDA only) runs the networks in float16
 autocast; it is acceptable only where it keeps aTFA within 0.05 degrees of float32 on a
@@ -59,6 +66,7 @@ Everything is deterministic: networks in eval mode, no randomness, fixed decisio
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -72,6 +80,7 @@ import numpy as np
 import torch
 
 from . import qc
+from .axis_check import refine_fts
 from .bundle import LoadedModel, load_bundle
 from .errors import BundleError, GeometryError
 from .frame import FrameSpec, Letterbox, ReferenceFrame
@@ -79,6 +88,8 @@ from .geometry import compute_alignment, infer_side
 from .heatmaps import HeatmapCodec
 from .imageio import Radiograph
 from .measurement import Landmarks, Measurement, ModelInfo, QCFlag, reference_point_names
+from .qc_thresholds import DEFAULT as DEFAULT_QC
+from .qc_thresholds import QCThresholds
 from .schema import KINDS, LandmarkSchema, load_schema
 
 __all__ = [
@@ -99,16 +110,6 @@ GLOBAL_DIR = "global"
 LOCAL_DIRS = MappingProxyType({"preop": "local_preop", "postop": "local_postop"})
 FILL = 0.0  # network-input value beyond the image (air is dark: bright = dense)
 _FLAT_STD = 1e-4  # an image whose pixel std (range [0, 1]) is below this counts as flat
-
-# --- side and kind decisions (confidences are the codec's, in [0, 1]) ----------------------
-# Kind thresholds calibrated for the shipped models on their validation phantoms: implant
-# landmark confidence 0.29-0.62 on pre-op knees, 0.65-0.74 on post-op ones; metal-like
-# area 3-46 % of the crop post-op (and up to 38 % pre-op, from saturated soft tissue).
-SIDE_CONFIDENCE_MARGIN = 0.05  # right vs left mean confidence closer than this: side uncertain
-KIND_IMPLANT_CONFIDENCE = 0.635  # post-op when the implant landmarks' mean confidence reaches this
-KIND_CONFIDENCE_MARGIN = 0.03  # implant confidence within this of the threshold: kind uncertain
-METAL_LEVEL = 0.98  # crop pixels at or above this look like metal (saturated)
-METAL_AREA_FRACTION = 0.01  # post-op results with less metal-like area than this are flagged
 
 _SIDES = ("R", "L")
 
@@ -171,6 +172,7 @@ class StageModel:
         info: the bundle it came from (role, name, version).
         schema: the local stage's landmark schema; None for the global stage.
         frame_spec: the local stage's crop geometry; None for the global stage.
+        qc: the bundle's quality-control thresholds.
     """
 
     network: torch.nn.Module
@@ -178,6 +180,7 @@ class StageModel:
     info: ModelInfo
     schema: LandmarkSchema | None = None
     frame_spec: FrameSpec | None = None
+    qc: QCThresholds = DEFAULT_QC
 
     @classmethod
     def from_bundle(cls, loaded: LoadedModel, kind: str | None) -> StageModel:
@@ -220,7 +223,8 @@ class StageModel:
         if tuple(meta.landmark_names) != tuple(expected):
             raise fail(f"its outputs are not the {len(expected)} {kind or 'reference-point'} landmarks in "
                        f"schema order")
-        return cls(loaded.network, codec, ModelInfo(role, meta.name, meta.version, loaded.provenance), schema, spec)
+        return cls(loaded.network, codec, ModelInfo(role, meta.name, meta.version, loaded.provenance), schema, spec,
+                   meta.qc)
 
 
 @dataclass(frozen=True, eq=False)
@@ -359,6 +363,7 @@ class _LocalRun:
     kind: str
     side: str
     frame: ReferenceFrame
+    qc: QCThresholds = DEFAULT_QC  # the local bundle's, with the global bundle's reference-point threshold
     metal_fraction: float = 0.0
     points_px: np.ndarray | None = None  # (K, 2) image px
     confidence: np.ndarray | None = None  # (K,)
@@ -458,7 +463,8 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
                 continue
             try:
                 sides = (plan.side,) if plan.side else _SIDES  # unknown side: try both orientations
-                runs[i] = [_LocalRun(k, s, ReferenceFrame.from_reference_points(refs[i], models.local(k).frame_spec, s))
+                runs[i] = [_LocalRun(k, s, ReferenceFrame.from_reference_points(refs[i], models.local(k).frame_spec, s),
+                                     _thresholds(models, k))
                            for k in kinds for s in sides]
             except GeometryError as exc:
                 failures[i] = QCFlag("frame_failed", f"no knee frame from the reference points: {exc}")
@@ -467,7 +473,7 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
             crops = [run.frame.warp(images[i], fill=FILL) for i, run in jobs]
             out = _run(models.local(k), crops, batch_size, autocast) if jobs else None
             for j, ((i, run), crop) in enumerate(zip(jobs, crops)):
-                run.metal_fraction = float((crop >= METAL_LEVEL).float().mean())
+                run.metal_fraction = float((crop >= run.qc.metal_level).float().mean())
                 run.points_px = run.frame.to_image(out.points[j])
                 run.confidence, run.finite = out.confidence[j], bool(out.finite[j])
 
@@ -529,7 +535,7 @@ def _check_orientation(images: list[torch.Tensor], refs: list[np.ndarray], found
         for i, views in alternatives.items():
             measured = found[i]["evidence"]["mean_confidence"]
             found[i]["evidence"]["orientation_margin"] = measured - max(views.values())
-            flags = qc.orientation_flags(measured, views)
+            flags = qc.orientation_flags(measured, views, _thresholds(models, kind))
             if flags and not any(f.code == "orientation_suspected" for f in found[i]["qc_flags"]):
                 found[i]["qc_flags"] = qc.ordered([*found[i]["qc_flags"], *flags])
 
@@ -572,7 +578,7 @@ def _finish(radiograph: Radiograph, ref_px: np.ndarray, ref_conf: np.ndarray, ru
     if side_notes[kind]:
         flags.append(QCFlag("side_uncertain", "; ".join(side_notes[kind])))
     evidence["metal_fraction"] = run.metal_fraction
-    if kind == "postop" and run.metal_fraction < METAL_AREA_FRACTION:
+    if kind == "postop" and run.metal_fraction < run.qc.metal_area_fraction:
         flags.append(QCFlag("kind_uncertain", f"post-op landmarks, but saturated (metal-like) pixels cover only "
                                               f"{run.metal_fraction:.1%} of the knee crop"))
     parts |= dict(side=run.side, side_source=plan.source, kind=kind, kind_source=kind_source)
@@ -582,16 +588,20 @@ def _finish(radiograph: Radiograph, ref_px: np.ndarray, ref_conf: np.ndarray, ru
 
     landmarks = Landmarks(kind, schema.version, schema.names, run.points_px, run.confidence)
     evidence["mean_confidence"] = float(run.confidence.mean())
-    flags += qc.confidence_flags(landmarks, ref_conf)
-    flags += qc.border_flags(radiograph.shape, ref_px, landmarks)
+    flags += qc.confidence_flags(landmarks, ref_conf, run.qc)
+    flags += qc.border_flags(radiograph.shape, ref_px, landmarks, run.qc)
     try:
         alignment = compute_alignment(run.points_px, schema, run.side, radiograph.spacing_mm)
     except GeometryError as exc:
         alignment = None
         flags.append(QCFlag("geometry_failed", f"no angles from the predicted landmarks: {exc}"))
+    fts_axis = None
     if alignment is not None:
-        flags += qc.anatomy_flags(alignment, landmarks, schema, radiograph.spacing_mm)
-    return parts | dict(landmarks=landmarks, alignment=alignment, qc_flags=qc.ordered(flags), evidence=evidence)
+        alignment, fts_axis, axis_flags = refine_fts(radiograph.pixels, run.points_px, schema, run.side,
+                                                     radiograph.spacing_mm, alignment, run.qc)
+        flags += axis_flags + qc.anatomy_flags(alignment, landmarks, schema, radiograph.spacing_mm, run.qc)
+    return parts | dict(landmarks=landmarks, alignment=alignment, qc_flags=qc.ordered(flags), evidence=evidence,
+                        fts_axis=fts_axis)
 
 
 def _choose_side(by_side: dict[str, _LocalRun], schema: LandmarkSchema,
@@ -615,7 +625,8 @@ def _choose_side(by_side: dict[str, _LocalRun], schema: LandmarkSchema,
         notes.append(f"the fibula comes out lateral {where}")
     elif side != by_confidence:
         notes.append("the orientation with the fibula lateral has the lower landmark confidence")
-    if abs(mean["R"] - mean["L"]) < SIDE_CONFIDENCE_MARGIN:
+    margin = by_side["R"].qc.side_confidence_margin
+    if abs(mean["R"] - mean["L"]) < margin:
         notes.append(f"mean landmark confidence as a right knee ({mean['R']:.2f}) and as a left knee "
                      f"({mean['L']:.2f}) are close")
     return by_side[side], notes
@@ -631,10 +642,17 @@ def _implant_indices() -> np.ndarray:
 def _choose_kind(chosen: dict[str, _LocalRun], evidence: dict[str, float]) -> tuple[str, str]:
     """'preop' or 'postop' from the post-op model's implant confidence; returns (kind, doubt or '')."""
     postop = chosen["postop"]
+    threshold, margin = postop.qc.kind_implant_confidence, postop.qc.kind_confidence_margin
     implant = float(postop.confidence[_implant_indices()].mean()) if postop.finite else 0.0
     evidence["implant_confidence"] = implant
-    kind = "postop" if implant >= KIND_IMPLANT_CONFIDENCE else "preop"
+    kind = "postop" if implant >= threshold else "preop"
     note = ""
-    if abs(implant - KIND_IMPLANT_CONFIDENCE) < KIND_CONFIDENCE_MARGIN:
-        note = f"implant landmark confidence {implant:.2f} is close to the threshold {KIND_IMPLANT_CONFIDENCE}"
+    if abs(implant - threshold) < margin:
+        note = f"implant landmark confidence {implant:.2f} is close to the threshold {threshold}"
     return kind, note
+
+
+def _thresholds(models: ModelSet, kind: str) -> QCThresholds:
+    """The local ``kind`` bundle's thresholds, with the global bundle's for the reference points."""
+    return dataclasses.replace(models.local(kind).qc,
+                               global_confidence_min=models.global_model.qc.global_confidence_min)

@@ -3,6 +3,7 @@
     kneealign-train global --config configs/global_lite.yaml --data phantom:preop --out runs/global
     kneealign-train local  --config configs/local_preop_lite.yaml --data DIR --out runs/local_preop [--resume]
     kneealign-train export runs/global --out models/global
+    kneealign-train calibrate-qc --models-dir models --data runs/validation/preop --data runs/validation/postop --write
 
 Multi-GPU: ``torchrun --nproc_per_node N -m kneetrain.cli global ...`` (same arguments).
 Errors of the documented kind end the program with a one-line message and exit status 2.
@@ -64,6 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--half", action="store_true", help="store float16 weights")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("calibrate-qc", help="derive a models folder's QC thresholds from validation phantoms",
+                       description="Measure validation cases (annotated folders, never the test set) and the "
+                                   "wrong-view images of phantom.wrong_view with the models, derive the "
+                                   "quality-control confidence thresholds by the rules of "
+                                   "Training/kneetrain/calibrate.py, print them with their statistics and, with "
+                                   "--write, store them in the bundles' metadata (kneealignment.qc).")
+    p.add_argument("--models-dir", type=Path, required=True, metavar="DIR",
+                   help="models folder with global/ and local_preop/ and/or local_postop/")
+    p.add_argument("--data", action="append", required=True, type=Path, metavar="DIR",
+                   help="annotated validation folder (e.g. kneealign synth output); repeatable")
+    p.add_argument("--wrong-views", type=int, default=2, metavar="N",
+                   help="images per wrong view (lateral knee, hand, chest, pelvis, empty; default 2)")
+    p.add_argument("--write", action="store_true", help="write the thresholds into the bundles (default: only show)")
+    p.add_argument("--report", type=Path, metavar="JSON", help="also write the derivation to this file")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    p.set_defaults(func=_cmd_calibrate)
     return parser
 
 
@@ -91,6 +108,21 @@ def _cmd_export(args) -> int:
     path = export_bundle(args.checkpoint, args.out, name=args.name, version=args.version,
                          description=args.description, half=args.half, overwrite=args.overwrite)
     print(f"wrote model bundle {path}")
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from .calibrate import calibrate_qc, main_report
+
+    if args.wrong_views < 0:
+        raise ConfigError(f"--wrong-views must be >= 0, got {args.wrong_views}")
+    try:
+        report = calibrate_qc(args.models_dir, args.data, wrong_views=args.wrong_views, write=args.write,
+                              device=args.device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    print(main_report(report, args.report))
+    print("written into the bundles' metadata" if args.write else "not written (add --write to store them)")
     return 0
 
 

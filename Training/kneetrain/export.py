@@ -5,7 +5,9 @@ The bundle carries what ``pipeline.ModelSet`` checks: landmark names in output o
 stage), the ``HeatmapCodec`` fields and, for the local stage, the ``FrameSpec`` fields;
 plus the preset, a description of the training data, and the checkpoint's validation
 metrics (``ref_error_sd_mm`` of a global model sets the local stage's jitter through
-``jitter.from_global_bundle``). Place bundles as ``<models>/global``,
+``jitter.from_global_bundle``), and the quality-control thresholds (``qc``: the defaults
+of ``qc_thresholds.QCThresholds`` until ``kneealign-train calibrate-qc --write``
+calibrates them for the new weights). Place bundles as ``<models>/global``,
 ``<models>/local_preop`` and ``<models>/local_postop`` for ``kneealign``.
 """
 
@@ -18,6 +20,7 @@ import torch
 
 from KneeAlignmentLib.bundle import save_bundle
 from KneeAlignmentLib.networks import HourglassConfig, build_network
+from KneeAlignmentLib.qc_thresholds import DEFAULT as DEFAULT_QC
 
 from .checkpoint import load_checkpoint
 
@@ -61,4 +64,4 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, name: str | None =
         out, network.eval(), name=name or label, version=version, stage=stage, schema=schema,
         landmark_names=run["landmark_names"], codec=run["codec"], frame=run["frame"] or {},
         description=text, data_source=run["data_description"], preset=run["preset"], metrics=metrics,
-        dtype=torch.float16 if half else torch.float32, overwrite=overwrite)
+        dtype=torch.float16 if half else torch.float32, overwrite=overwrite, qc=DEFAULT_QC.to_dict())
