@@ -34,9 +34,10 @@ wins when only one does, else the one with the higher mean landmark confidence; 
 anatomically consistent, or the confidences are within ``side_confidence_margin``.
 
 Kind ("auto"): both local models run; post-op when the post-op model's mean
-confidence on the implant landmarks reaches ``kind_implant_confidence``. A post-op result
-without metal-like (saturated) pixels in the crop is flagged; saturation alone does not
-suggest implants (over-exposed soft tissue saturates too).
+confidence on the implant landmarks reaches ``kind_implant_confidence``, or where metal-like
+pixels (within ``metal_level`` of the image's brightest value) cover ``metal_postop_fraction``
+of the knee crop although the implant landmarks are weak (flagged ``kind_uncertain``). A
+post-op result with little metal-like area is flagged too.
 
 Orientation: the predicted landmarks cannot show that an image is upside down or
 mirrored (the local network fits an upright right knee to any crop, femur on top), so
@@ -448,6 +449,7 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
     watch = _Stopwatch(models.device)
     glob = models.global_model
     images = [torch.tensor(r.pixels, device=models.device) for r in chunk]  # (H, W) float32 copies
+    brightest = [float(img.max()) for img in images]  # metal-like is relative to it (see metal_level)
     with watch("global"):
         boxes = [Letterbox.fit(tuple(img.shape), glob.codec.input_size) for img in images]
         decoded = _run(glob, [box.apply(img, fill=FILL) for box, img in zip(boxes, images)], batch_size, autocast)
@@ -473,7 +475,7 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
             crops = [run.frame.warp(images[i], fill=FILL) for i, run in jobs]
             out = _run(models.local(k), crops, batch_size, autocast) if jobs else None
             for j, ((i, run), crop) in enumerate(zip(jobs, crops)):
-                run.metal_fraction = float((crop >= run.qc.metal_level).float().mean())
+                run.metal_fraction = float((crop >= run.qc.metal_level * brightest[i]).float().mean())
                 run.points_px = run.frame.to_image(out.points[j])
                 run.confidence, run.finite = out.confidence[j], bool(out.finite[j])
 
@@ -579,7 +581,7 @@ def _finish(radiograph: Radiograph, ref_px: np.ndarray, ref_conf: np.ndarray, ru
         flags.append(QCFlag("side_uncertain", "; ".join(side_notes[kind])))
     evidence["metal_fraction"] = run.metal_fraction
     if kind == "postop" and run.metal_fraction < run.qc.metal_area_fraction:
-        flags.append(QCFlag("kind_uncertain", f"post-op landmarks, but saturated (metal-like) pixels cover only "
+        flags.append(QCFlag("kind_uncertain", f"post-op landmarks, but metal-like (brightest) pixels cover only "
                                               f"{run.metal_fraction:.1%} of the knee crop"))
     parts |= dict(side=run.side, side_source=plan.source, kind=kind, kind_source=kind_source)
     if not run.finite:
@@ -649,6 +651,10 @@ def _choose_kind(chosen: dict[str, _LocalRun], evidence: dict[str, float]) -> tu
     note = ""
     if abs(implant - threshold) < margin:
         note = f"implant landmark confidence {implant:.2f} is close to the threshold {threshold}"
+    if kind == "preop" and postop.metal_fraction >= postop.qc.metal_postop_fraction:
+        kind = "postop"  # metal in plain view outweighs weak implant landmarks (real films look unlike phantoms)
+        note = (f"metal-like pixels cover {postop.metal_fraction:.0%} of the knee crop, but the implant landmarks' "
+                f"confidence is only {implant:.2f}")
     return kind, note
 
 

@@ -56,8 +56,13 @@ class QCThresholds:
         side_confidence_margin: right vs left mean confidence closer than this: side uncertain.
         kind_implant_confidence: post-op when the implant landmarks' mean confidence reaches this.
         kind_confidence_margin: implant confidence within this of the threshold: kind uncertain.
-        metal_level: crop pixels at or above this look like metal (saturated).
+        metal_level: crop pixels at or above this fraction of the image's brightest value look
+            like metal (relative, because exports with a white level below the maximum, as
+            8-bit long-leg films have, never saturate).
         metal_area_fraction: post-op results with less metal-like area than this are flagged.
+        metal_postop_fraction: kind "auto" decides post-op, whatever the implant landmarks
+            say, where metal-like pixels cover at least this share of the knee crop (a 25 mm
+            calibration ball covers about 2 %, knee implants 10 % and more), and flags it.
     """
 
     landmark_confidence_min: float = 0.3
@@ -76,6 +81,7 @@ class QCThresholds:
     kind_confidence_margin: float = 0.03
     metal_level: float = 0.98
     metal_area_fraction: float = 0.01
+    metal_postop_fraction: float = 0.06
     orientation_confidence_margin: float = 0.0
     upright_max_tilt_deg: float = 45.0
 
