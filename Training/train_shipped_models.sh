@@ -2,7 +2,7 @@
 # Reproduces the models shipped in KneeAlignment/Resources/Models and their accuracy reports
 # (README "Accuracy"): phantom data, the three lite stages, export, evaluation.
 #
-#   bash Training/train_shipped_models.sh [data|train|export|evaluate|all] [WORK]
+#   bash Training/train_shipped_models.sh [data|train|export|calibrate|evaluate|all] [WORK]
 #
 # Release 1.1.0 (shipped) is release 1.0.0 (30-32 epochs from scratch on 600 + 600 phantoms of
 # the first generator: `git show 388c9f9` has its weights) fine-tuned on the phantom calibrated
@@ -39,6 +39,10 @@ data() {
     synth postop 100 9002 "${knee[@]}" test/postop
     synth preop 100 9011 "${longleg[@]}" test_longleg/preop
     synth postop 100 9012 "${longleg[@]}" test_longleg/postop
+    synth preop 40 5001 "${knee[@]}" validation/preop_knee  # QC calibration, never the test sets
+    synth preop 40 5011 "${longleg[@]}" validation/preop_longleg
+    synth postop 40 5002 "${knee[@]}" validation/postop_knee
+    synth postop 40 5012 "${longleg[@]}" validation/postop_longleg
     merge_manifests "$work/train/preop" knee longleg
     merge_manifests "$work/train/postop" knee longleg
     merge_manifests "$work/train" preop/knee preop/longleg postop/knee postop/longleg  # the global stage: all
@@ -92,6 +96,13 @@ export_models() {
     done
 }
 
+calibrate() {  # QC thresholds into the bundles' metadata, then the pinned list of known releases
+    local v="$work/validation"
+    kneealign-train calibrate-qc --models-dir "$models" --data "$v/preop_knee" --data "$v/preop_longleg" \
+        --data "$v/postop_knee" --data "$v/postop_longleg" --wrong-views 4 --report "$work/qc_calibration.json" --write
+    python -m KneeAlignmentLib.known_models
+}
+
 evaluate() {  # the reports README "Accuracy" shows
     for kind in preop postop; do
         kneealign evaluate --models-dir "$models" --data "$work/test/$kind" --out "docs/accuracy/$kind"
@@ -107,7 +118,8 @@ case "$step" in
     data) data ;;
     train) train ;;
     export) export_models ;;
+    calibrate) calibrate ;;
     evaluate) evaluate ;;
-    all) data; train; export_models; evaluate ;;
-    *) echo "usage: $0 [data|train|export|evaluate|all] [WORK]" >&2; exit 2 ;;
+    all) data; train; export_models; calibrate; evaluate ;;
+    *) echo "usage: $0 [data|train|export|calibrate|evaluate|all] [WORK]" >&2; exit 2 ;;
 esac
