@@ -86,7 +86,7 @@ def test_every_result_of_a_user_supplied_model_says_so(tmp_path):
     assert {m.provenance for m in Measurement.from_dict(data).models} == {"unknown"}
     row = dict(zip(csv_header(), result.to_csv_row()))
     assert row["model_provenance"] == "user-supplied"
-    assert "kneealign-local-preop-lite@1.0.0 (user-supplied)" in format_measurement(result)
+    assert f"{result.local_model.model_id} (user-supplied)" in format_measurement(result)
 
     shipped = measure(read_radiograph(EXAMPLE_RADIOGRAPHS / "phantom_preop.dcm"), ModelSet.load(SHIPPED),
                       kind="preop")
