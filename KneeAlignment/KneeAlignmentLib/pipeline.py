@@ -35,7 +35,7 @@ anatomically consistent, or the confidences are within ``side_confidence_margin`
 
 Kind ("auto"): both local models run; post-op when the post-op model's mean
 confidence on the implant landmarks reaches ``kind_implant_confidence``, or where metal-like
-pixels (within ``metal_level`` of the image's brightest value) cover ``metal_postop_fraction``
+pixels (at least ``metal_level`` of the image's 99.9th percentile) cover ``metal_postop_fraction``
 of the knee crop although the implant landmarks are weak (flagged ``kind_uncertain``). A
 post-op result with little metal-like area is flagged too.
 
@@ -449,7 +449,9 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
     watch = _Stopwatch(models.device)
     glob = models.global_model
     images = [torch.tensor(r.pixels, device=models.device) for r in chunk]  # (H, W) float32 copies
-    brightest = [float(img.max()) for img in images]  # metal-like is relative to it (see metal_level)
+    # metal-like is relative to the brightest structures (see metal_level): the 99.9th percentile,
+    # robust to hot pixels and to the ringing of JPEG-compressed edges
+    brightest = [float(np.percentile(r.pixels[::4, ::4], 99.9)) for r in chunk]
     with watch("global"):
         boxes = [Letterbox.fit(tuple(img.shape), glob.codec.input_size) for img in images]
         decoded = _run(glob, [box.apply(img, fill=FILL) for box, img in zip(boxes, images)], batch_size, autocast)

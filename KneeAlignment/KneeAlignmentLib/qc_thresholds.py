@@ -56,9 +56,10 @@ class QCThresholds:
         side_confidence_margin: right vs left mean confidence closer than this: side uncertain.
         kind_implant_confidence: post-op when the implant landmarks' mean confidence reaches this.
         kind_confidence_margin: implant confidence within this of the threshold: kind uncertain.
-        metal_level: crop pixels at or above this fraction of the image's brightest value look
-            like metal (relative, because exports with a white level below the maximum, as
-            8-bit long-leg films have, never saturate).
+        metal_level: crop pixels at or above this fraction of the image's 99.9th percentile
+            look like metal (relative, because exports with a white level below the maximum,
+            as 8-bit long-leg films have, never saturate; below 1 because JPEG and denoising
+            leave the metal plateau a few grey levels under its brightest pixels).
         metal_area_fraction: post-op results with less metal-like area than this are flagged.
         metal_postop_fraction: kind "auto" decides post-op, whatever the implant landmarks
             say, where metal-like pixels cover at least this share of the knee crop (a 25 mm
@@ -79,7 +80,7 @@ class QCThresholds:
     side_confidence_margin: float = 0.05
     kind_implant_confidence: float = 0.635
     kind_confidence_margin: float = 0.03
-    metal_level: float = 0.98
+    metal_level: float = 0.95
     metal_area_fraction: float = 0.01
     metal_postop_fraction: float = 0.06
     orientation_confidence_margin: float = 0.0

@@ -34,7 +34,8 @@ to 0.01, towards not flagging AP knees):
   medians with a margin of half the overlap (then ``kind_uncertain`` marks the overlap).
 - ``axis_evidence_max_diff_deg``, per local bundle: the 99th percentile of that kind's
   |image FTS - landmark FTS| on cases whose landmark FTS is right to 1 degree, rounded up
-  to 0.5 degrees, at least 1.5 (a larger difference means one of the two is wrong).
+  to 0.5 degrees, at least 3 (on long-leg phantom crops a 1.5 degree floor flagged 17 % of
+  the results, none of them wrong: the landmark axis, not the reported image axis, was off).
 
 Other thresholds (border margin, plausible ranges, metal) keep the bundle's values.
 Without ``--write`` nothing is changed: the derived values and the statistics behind them
@@ -147,7 +148,7 @@ def calibrate_qc(models_dir: str | Path, data: Sequence[str | Path], *, wrong_vi
                 "weak_landmark_fraction_max": min(1.0, _ceil(float(np.percentile(arr(s["weak"]), 99)) + 0.02))}
         axis = arr(s["axis"])
         if axis.size:
-            mine["axis_evidence_max_diff_deg"] = max(1.5, math.ceil(float(np.percentile(axis, 99)) * 2.0) / 2.0)
+            mine["axis_evidence_max_diff_deg"] = max(3.0, math.ceil(float(np.percentile(axis, 99)) * 2.0) / 2.0)
         thresholds[LOCAL_DIRS[kind]] = mine
     if len(models.kinds) == 2 and implant["preop"] and implant["postop"]:
         pre, post = arr(implant["preop"]), arr(implant["postop"])
