@@ -13,7 +13,7 @@
 # bundles to reproduce 1.1.0.
 #
 # WORK (default runs/shipped) receives the data and the run folders; the reports go to
-# docs/accuracy/{preop,postop,auto,longleg_preop,longleg_postop}. Run it in the project's
+# docs/accuracy/{preop,postop,longleg_preop,longleg_postop,longleg_auto}. Run it in the project's
 # virtual environment from the repository root. Seeds: training 1001/1011 (pre-op) and
 # 1002/1012 (post-op); test 9001/9011 and 9002/9012, disjoint from training and from the
 # trainer's own phantom streams. Times on 2 CPU cores: see Training/README.md.
@@ -46,7 +46,7 @@ data() {
     merge_manifests "$work/train/preop" knee longleg
     merge_manifests "$work/train/postop" knee longleg
     merge_manifests "$work/train" preop/knee preop/longleg postop/knee postop/longleg  # the global stage: all
-    merge_manifests "$work/test" preop postop  # --model auto is evaluated on both kinds
+    merge_manifests "$work/test_longleg" preop postop  # --model auto is evaluated on both kinds
 }
 
 # One manifest.csv in ROOT over phantom folders ROOT/SUB... (case ids prefixed by SUB).
@@ -107,7 +107,7 @@ evaluate() {  # the reports README "Accuracy" shows
     for kind in preop postop; do
         kneealign evaluate --models-dir "$models" --data "$work/test/$kind" --out "docs/accuracy/$kind"
     done
-    kneealign evaluate --models-dir "$models" --data "$work/test" --model auto --out docs/accuracy/auto
+    kneealign evaluate --models-dir "$models" --data "$work/test_longleg" --model auto --out docs/accuracy/longleg_auto
     for kind in preop postop; do  # knees cut from long-leg films, the nearest the phantom gets to the real films
         kneealign evaluate --models-dir "$models" --data "$work/test_longleg/$kind" --out "docs/accuracy/longleg_$kind"
     done
