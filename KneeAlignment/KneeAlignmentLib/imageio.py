@@ -49,17 +49,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pydicom
-import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .errors import ImageReadError
+
+if TYPE_CHECKING:  # SimpleITK is imported where a non-DICOM file is read: DICOM reading does not need it
+    import SimpleITK as sitk
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -339,9 +341,11 @@ def read_radiograph(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_M
             return _read_with_sitk(path, fmt, image_io, max_pixels)
     # ITK's NIfTI reader insists on a NIfTI name (and checks the header). Asking ITK about any
     # other name makes every ImageIO probe the file: GDCM alone spends seconds on damaged DICOM.
-    if (path.name.lower().endswith(_NIFTI_SUFFIXES)
-            and sitk.ImageFileReader().GetImageIOFromFileName(str(path)) == "NiftiImageIO"):
-        return _read_with_sitk(path, "NIfTI", "NiftiImageIO", max_pixels)
+    if path.name.lower().endswith(_NIFTI_SUFFIXES):
+        import SimpleITK as sitk
+
+        if sitk.ImageFileReader().GetImageIOFromFileName(str(path)) == "NiftiImageIO":
+            return _read_with_sitk(path, "NIfTI", "NiftiImageIO", max_pixels)
     # Last: a bare DICOM dataset (no preamble), which only a forced parse can tell.
     return _read_dicom(path, max_pixels, has_preamble=False)
 
@@ -585,6 +589,8 @@ def _positive_pair(value: Any) -> tuple[float, float] | None:
 
 
 def _read_with_sitk(path: Path, fmt: str, image_io: str, max_pixels: int) -> Radiograph:
+    import SimpleITK as sitk
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.SetImageIO(image_io)
