@@ -612,7 +612,9 @@ def _run_shard(mine: list[tuple[int, InputFile]], models: ModelSet, out: Path | 
         else:
             todo.append((position, item, fingerprint))
 
-    loader = _reader([item for _, item, _ in todo], options)
+    # A worker decodes whole batches: with one batch to do, starting workers only adds their start-up time.
+    reading = options if len(todo) > options.batch_size else dataclasses.replace(options, workers=0)
+    loader = _reader([item for _, item, _ in todo], reading)
     try:
         for batch in loader:
             readable = [read for read in batch if read.radiograph is not None]
