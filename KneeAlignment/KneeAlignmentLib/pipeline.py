@@ -472,9 +472,13 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
                            for k in kinds for s in sides]
             except GeometryError as exc:
                 failures[i] = QCFlag("frame_failed", f"no knee frame from the reference points: {exc}")
+        warped: dict[tuple, torch.Tensor] = {}  # kinds whose bundles share a frame share its crops
         for k in kinds:
             jobs = [(i, run) for i in runs for run in runs[i] if run.kind == k]
-            crops = [run.frame.warp(images[i], fill=FILL) for i, run in jobs]
+            crops = [warped.get((i, run.side, run.frame.spec)) for i, run in jobs]
+            crops = [run.frame.warp(images[i], fill=FILL) if crop is None else crop
+                     for crop, (i, run) in zip(crops, jobs)]
+            warped |= {(i, run.side, run.frame.spec): crop for crop, (i, run) in zip(crops, jobs)}
             out = _run(models.local(k), crops, batch_size, autocast) if jobs else None
             for j, ((i, run), crop) in enumerate(zip(jobs, crops)):
                 run.metal_fraction = float((crop >= run.qc.metal_level * brightest[i]).float().mean())
