@@ -269,7 +269,7 @@ def _resample(image, target_to_image: np.ndarray, out_shape, order: int, fill: f
     if blur > 0:
         x, matrix = _prefilter(x, matrix, (h, w), blur, fill)
         H, W = x.shape[-2:]
-    else:
+    elif fill != 0.0:
         x = x - fill  # zero padding then means fill
     # Image point of each target pixel centre, in grid_sample's align_corners=False units.
     m = torch.as_tensor(matrix, dtype=img.dtype, device=img.device)
@@ -305,7 +305,9 @@ def _prefilter(x: torch.Tensor, target_to_image: np.ndarray, out_shape, sigma: f
     x1 = int(np.clip(math.ceil(src[:, 0].max()) + margin, 0, W - 1))
     y0 = int(np.clip(math.floor(src[:, 1].min()) - margin, 0, H - 1)) // k * k
     y1 = int(np.clip(math.ceil(src[:, 1].max()) + margin, 0, H - 1))
-    sub = x[..., y0 : y1 + 1, x0 : x1 + 1] - fill  # only the part sampled: a knee crop is a fraction of the image
+    sub = x[..., y0 : y1 + 1, x0 : x1 + 1]  # only the part sampled: a knee crop is a fraction of the image
+    if fill != 0.0:  # (x - 0.0 is x, bit for bit: no copy of a whole radiograph for nothing)
+        sub = sub - fill
     matrix = target_to_image.copy()
     matrix[:, 2] -= (x0, y0)
     if k > 1:

@@ -475,27 +475,32 @@ def _read_dicom_dataset(path: Path, max_pixels: int, *, has_preamble: bool) -> R
     )
     if index is None:
         return radiograph
-    pixels = radiograph.pixels[0][index]  # each pixel takes the value its stored value maps to
+    offset, places = index
+    table = np.zeros(int(places[-1]) + 1, dtype=np.float32)
+    table[places] = radiograph.pixels[0]
+    pixels = table[offset]  # each pixel takes the value its stored value maps to
     pixels.flags.writeable = False
     return dataclasses.replace(radiograph, pixels=pixels)
 
 
-def _distinct_values(stored: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-    """(index (H, W), values (1, N)): the N distinct stored values, sorted, and each pixel's place among them.
+def _distinct_values(stored: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray]:
+    """((offset (H, W), places (N,)), values (1, N)): the N distinct stored values, sorted.
 
     Modality LUT, VOI and scaling act on each pixel alone, so they run once per distinct
     value (at most 65536 for 16-bit data) instead of on millions of pixels, and give the
-    same numbers; the image's minimum and maximum are those of the distinct values.
+    same numbers; the image's minimum and maximum are those of the distinct values. The
+    results go back to the pixels through a table indexed by ``offset`` (the stored
+    value, less the minimum for signed data), filled at ``places``.
     (None, stored) for data other than 8- or 16-bit integers.
     """
     if stored.dtype.kind not in "iu" or stored.dtype.itemsize > 2 or stored.ndim != 2:
         return None, stored
-    low = int(stored.min())
-    offset = stored.astype(np.int32) - low if low else stored
-    present = np.bincount(offset.ravel())
-    position = np.cumsum(present > 0, dtype=np.int32) - 1  # stored value - low -> place among the distinct ones
-    values = (np.flatnonzero(present) + low).astype(stored.dtype)
-    return position[offset], values[None]
+    low = 0 if stored.dtype.kind == "u" else int(stored.min())
+    offset = stored if low == 0 else stored.astype(np.int32) - low
+    present = np.zeros(int(offset.max()) + 1, dtype=bool)
+    present[offset] = True
+    places = np.flatnonzero(present)
+    return (offset, places), (places + low).astype(stored.dtype)[None]
 
 
 def _modality_and_voi(
