@@ -8,7 +8,9 @@ pixels: matplotlib resampling a 2000 x 1600 image costs several times as much.
 
 from __future__ import annotations
 
+import struct
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -142,9 +144,29 @@ def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as temporary:
-        # zlib level 1: a quarter of the default's encoding time for a file about 1.3 times larger.
-        picture.save(temporary, format="PNG", compress_level=1)
+        temporary.write_bytes(_png(np.asarray(picture)))
     return path
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 -> PNG file bytes: every row "Up"-filtered, zlib level 1.
+
+    A fifth of the time of the default encoding (zlib level 6, a filter chosen per row)
+    for a file about 1.2 times larger.
+    """
+    h, w, _ = rgb.shape
+    rows = np.ascontiguousarray(rgb, dtype=np.uint8).reshape(h, w * 3)
+    filtered = np.empty((h, w * 3 + 1), dtype=np.uint8)
+    filtered[:, 0] = 2  # filter type Up: each byte less the byte above it (mod 256)
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(filtered.tobytes(), 1))
+            + chunk(b"IEND", b""))
 
 
 def _compose(pixels: np.ndarray, marks: np.ndarray, box) -> Image.Image:
