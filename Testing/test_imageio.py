@@ -637,3 +637,17 @@ def test_pixels_equal_the_mapping_of_every_pixel(private_dir, case):
     assert radiograph.pixels.dtype == np.float32 and not radiograph.pixels.flags.writeable
     assert np.array_equal(radiograph.pixels, expected)
     assert radiograph.intensity_mapping == mapping
+
+
+@pytest.mark.parametrize("dtype, value_range, invert", [(np.uint8, (0, 255), False), (np.uint16, None, False),
+                                                         (np.int16, (-700.0, 2500.0), True), (np.int8, None, True)])
+def test_integer_arrays_map_as_their_float_values(dtype, value_range, invert):
+    """Integer pixels are mapped once per distinct value: the same float32 pixels as float input gives."""
+    info = np.iinfo(dtype)
+    stored = np.random.default_rng(3).integers(info.min, info.max, size=(120, 90), endpoint=True).astype(dtype)
+    stored[::3] = stored[::3] // 5
+    fast = radiograph_from_array(stored, value_range=value_range, invert=invert)
+    reference = radiograph_from_array(stored.astype(np.float64), value_range=value_range, invert=invert)
+    assert np.array_equal(fast.pixels, reference.pixels)
+    assert fast.info() | {"bits_stored": None} == reference.info() | {"bits_stored": None}
+    assert fast.bits_stored == info.bits

@@ -282,6 +282,12 @@ def radiograph_from_array(
         photometric = ("RGB", "RGBA")[array.shape[2] - 3] if colour else "MONOCHROME2"
     if bits_stored is None:
         bits_stored = array.dtype.itemsize * 8
+    index, distinct = (None, array) if colour else _distinct_values(array)
+    if index is not None and distinct.size < array.size:  # integer pixels: map each distinct value once
+        return _expand(radiograph_from_array(
+            distinct, spacing_mm, side, value_range=value_range, invert=invert, spacing_source=spacing_source,
+            side_source=side_source, source_format=source_format, photometric=photometric,
+            bits_stored=bits_stored, transfer_syntax=transfer_syntax, intensity_mapping=intensity_mapping), index)
 
     values = array[..., :3] @ _LUMA if colour else array.astype(np.float64)
     if not np.isfinite(values).all():
@@ -473,8 +479,11 @@ def _read_dicom_dataset(path: Path, max_pixels: int, *, has_preamble: bool) -> R
         transfer_syntax=UID(ds.file_meta.TransferSyntaxUID).name,
         intensity_mapping=mapping,
     )
-    if index is None:
-        return radiograph
+    return radiograph if index is None else _expand(radiograph, index)
+
+
+def _expand(radiograph: Radiograph, index: tuple[np.ndarray, np.ndarray]) -> Radiograph:
+    """The radiograph of the distinct values (1, N) -> the image's, by ``_distinct_values``'s index."""
     offset, places = index
     table = np.zeros(int(places[-1]) + 1, dtype=np.float32)
     table[places] = radiograph.pixels[0]
