@@ -70,7 +70,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -392,15 +392,17 @@ def _side_plan(radiograph: Radiograph, side: str | None) -> _SidePlan:
 
 
 def measure(radiograph: Radiograph, models: ModelSet, *, kind: str = "auto", side: str | None = None,
-            device: str | torch.device | None = None, autocast: bool = False) -> Measurement:
+            device: str | torch.device | None = None, autocast: bool = False,
+            progress: Callable[[float, str], None] | None = None) -> Measurement:
     """Measure one radiograph; see :func:`measure_batch` (this is a batch of one)."""
     return measure_batch([radiograph], models, kind=kind, side=side, device=device, batch_size=1,
-                         autocast=autocast)[0]
+                         autocast=autocast, progress=progress)[0]
 
 
 def measure_batch(radiographs: Sequence[Radiograph], models: ModelSet, *, kind: str = "auto",
                   side: str | None = None, device: str | torch.device | None = None, batch_size: int = 8,
-                  autocast: bool = False) -> list[Measurement]:
+                  autocast: bool = False, progress: Callable[[float, str], None] | None = None
+                  ) -> list[Measurement]:
     """Measure radiographs, running the networks on up to ``batch_size`` inputs at a time.
 
     Results equal those of :func:`measure` image by image (to the rounding of convolutions
@@ -417,6 +419,9 @@ def measure_batch(radiographs: Sequence[Radiograph], models: ModelSet, *, kind: 
         device: move the models there first (in place); None: where they are.
         batch_size: network batch size (>= 1).
         autocast: float16 autocast on CUDA (see the module docstring); CUDA only.
+        progress: called as ``progress(fraction, message)`` after each network stage
+            (fraction of the networks' work done, 0..1); an exception it raises (e.g. a
+            cancellation) stops the measurement.
 
     Raises:
         ValueError: bad arguments. BundleError: ``kind`` has no local model.
@@ -440,12 +445,27 @@ def measure_batch(radiographs: Sequence[Radiograph], models: ModelSet, *, kind: 
     results = []
     for start in range(0, len(radiographs), batch_size):
         chunk = radiographs[start:start + batch_size]
-        results += _measure_chunk(chunk, models, kinds, kind, side, batch_size, autocast)
+        done = _Progress(progress, start / len(radiographs), len(chunk) / len(radiographs), len(kinds))
+        results += _measure_chunk(chunk, models, kinds, kind, side, batch_size, autocast, done)
     return results
 
 
+@dataclass(frozen=True)
+class _Progress:
+    """Reports a chunk's network stages (global, then each local kind) as fractions of the whole call."""
+
+    callback: Callable[[float, str], None] | None
+    start: float
+    share: float
+    kinds: int
+
+    def __call__(self, stages_done: int, message: str) -> None:
+        if self.callback is not None:
+            self.callback(self.start + self.share * stages_done / (1 + self.kinds), message)
+
+
 def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, ...], kind: str,
-                   side: str | None, batch_size: int, autocast: bool) -> list[Measurement]:
+                   side: str | None, batch_size: int, autocast: bool, progress: _Progress) -> list[Measurement]:
     watch = _Stopwatch(models.device)
     glob = models.global_model
     images = [torch.tensor(r.pixels, device=models.device) for r in chunk]  # (H, W) float32 copies
@@ -456,6 +476,7 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
         boxes = [Letterbox.fit(tuple(img.shape), glob.codec.input_size) for img in images]
         decoded = _run(glob, [box.apply(img, fill=FILL) for box, img in zip(boxes, images)], batch_size, autocast)
         refs = [box.to_image(points) for box, points in zip(boxes, decoded.points)]
+    progress(1, "Reference points found")
 
     plans = [_side_plan(r, side) for r in chunk]
     failures: dict[int, QCFlag] = {}
@@ -484,6 +505,7 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
                 run.metal_fraction = float((crop >= run.qc.metal_level * brightest[i]).float().mean())
                 run.points_px = run.frame.to_image(out.points[j])
                 run.confidence, run.finite = out.confidence[j], bool(out.finite[j])
+            progress(1 + kinds.index(k) + 1, f"{k.replace('op', '-op')} landmarks found")
 
     found, geometry_ms = [], []
     for i, radiograph in enumerate(chunk):
