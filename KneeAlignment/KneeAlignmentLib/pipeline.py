@@ -70,6 +70,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -336,6 +337,15 @@ def _run(stage: StageModel, images: Sequence[torch.Tensor], batch_size: int, aut
     return _Decoded(np.concatenate(points), np.concatenate(confidence), np.concatenate(finite))
 
 
+def _pixels(radiograph: Radiograph, device: torch.device) -> torch.Tensor:
+    """The radiograph's pixels as a tensor on ``device``: on the CPU its own (read-only) memory, not a copy."""
+    if device.type != "cpu":
+        return torch.tensor(radiograph.pixels, device=device)
+    with warnings.catch_warnings():  # torch has no read-only tensors; nothing here writes to them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(radiograph.pixels)
+
+
 class _Stopwatch:
     """Milliseconds per stage; waits for the GPU so the times are the real ones."""
 
@@ -468,7 +478,7 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
                    side: str | None, batch_size: int, autocast: bool, progress: _Progress) -> list[Measurement]:
     watch = _Stopwatch(models.device)
     glob = models.global_model
-    images = [torch.tensor(r.pixels, device=models.device) for r in chunk]  # (H, W) float32 copies
+    images = [_pixels(r, models.device) for r in chunk]  # (H, W) float32
     # metal-like is relative to the brightest structures (see metal_level): the 99.9th percentile,
     # robust to hot pixels and to the ringing of JPEG-compressed edges
     brightest = [float(np.percentile(r.pixels[::4, ::4], 99.9)) for r in chunk]
