@@ -43,8 +43,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `kneealign` sets it (cli.OMP_WAIT_POLICY), before torch loads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 STAGES = ("read", "decode", "VOI/normalise", "global resize", "global net", "frame + warp", "local net",
           "decode heatmaps", "geometry", "QC", "overlay", "JSON/markups/CSV", "DICOM SR/SC")
