@@ -3,7 +3,7 @@
 Not a test (pytest does not collect it). Run::
 
     .venv/bin/python Testing/benchmarks/bench_profile.py --data DIR [--n 200] [--threads 2]
-        [--models DIR] [--kind auto] [--dicom-sr] [--device cpu|cuda] [--repeat 5]
+        [--models DIR] [--kind auto] [--dicom-sr] [--device cpu|cuda] [--repeat 5] [--omp-default]
 
 ``--data``: a folder of DICOMs, e.g. ``kneealign synth --kind preop --n 20 --seed 5 --size 2000 1600
 --out DIR`` (only ``*.dcm`` are used; with ``--n`` larger than the folder holds, the files are
@@ -43,7 +43,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `kneealign` sets it (cli.OMP_WAIT_POLICY), before torch loads
+import sys  # noqa: E402
+
+if "--omp-default" not in sys.argv:  # before torch loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `kneealign` sets it (cli.OMP_WAIT_POLICY)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -146,13 +149,17 @@ def rss_mb() -> float:
 
 
 def inputs_folder(data: Path, n: int, where: Path) -> Path:
-    """``n`` DICOMs from ``data`` in a new folder (links, named again when used again)."""
+    """``n`` DICOMs from ``data`` in a new folder (hard links or copies: ``discover_inputs`` measures a file
+    reached through two symbolic links once)."""
     files = sorted(data.glob("*.dcm"))
     if not files:
         raise SystemExit(f"no *.dcm in {data}")
     where.mkdir(parents=True)
     for i in range(n):
-        os.symlink(files[i % len(files)].resolve(), where / f"img{i:05d}.dcm")
+        try:
+            os.link(files[i % len(files)], where / f"img{i:05d}.dcm")
+        except OSError:  # another file system
+            shutil.copyfile(files[i % len(files)], where / f"img{i:05d}.dcm")
     return where
 
 
@@ -192,6 +199,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder of DICOMs (kneealign synth output)")
     parser.add_argument("--n", type=int, default=200, help="images in the batch runs (default 200)")
     parser.add_argument("--models", type=Path, help="models folder (default: the shipped models)")
+    parser.add_argument("--preset", choices=["lite", "paper"],
+                        help="instead of --models: random-init bundles of this preset (speed does not depend on "
+                             "the weights), e.g. paper on a GPU")
     parser.add_argument("--kind", choices=["auto", "preop", "postop"], default="auto")
     parser.add_argument("--dicom-sr", action="store_true", help="also write the DICOM SR and Secondary Capture")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -200,6 +210,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="decoding workers of the throughput run (default 2)")
     parser.add_argument("--batch-size", type=int, default=4, help="network batch size (default 4)")
     parser.add_argument("--skip-batch", action="store_true", help="only the one-image and per-Apply figures")
+    parser.add_argument("--omp-default", action="store_true",
+                        help="leave OMP_WAIT_POLICY unset (as before kneealign set it to PASSIVE)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -210,10 +222,16 @@ def main() -> None:
     from KneeAlignmentLib.pipeline import ModelSet, default_models_dir
 
     models_dir = args.models or default_models_dir()
+    made = tempfile.TemporaryDirectory(prefix="bench_profile_models_")
+    if args.preset is not None:
+        from bench_batch import random_models  # beside this script
+
+        models_dir = random_models(Path(made.name), args.preset)
     start = time.perf_counter()
     models = ModelSet.load(models_dir, device=args.device)
     load_s = time.perf_counter() - start
     print(f"KneeAlignmentLib from {Path(KneeAlignmentLib.__file__).parent}; torch {torch.__version__}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
           f"device {args.device}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; models {models_dir} "
           f"loaded in {load_s:.2f} s; kind {args.kind}; batch {args.batch_size}")
     in_process = BatchOptions(kind=args.kind, batch_size=args.batch_size, workers=0, dicom_results=args.dicom_sr,
@@ -245,6 +263,19 @@ def main() -> None:
                   f"main RSS {rss[0]:.0f} MB after the first image, {rss[-1]:.0f} MB after the last, peak "
                   f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
                   f"{summary.counts['ok']} ok, {summary.counts['flagged']} flagged, {summary.counts['error']} errors")
+
+            # Decoding alone, as the workers do it: what the networks can be fed at most.
+            from torch.utils.data import DataLoader
+
+            from KneeAlignmentLib.batch import _as_list, _ReadDataset
+
+            loader = DataLoader(_ReadDataset(many, options.max_pixels), batch_size=args.batch_size,
+                                num_workers=args.workers, collate_fn=_as_list,
+                                prefetch_factor=2 if args.workers else None)
+            start = time.perf_counter()
+            count = sum(len(batch) for batch in loader)
+            elapsed = time.perf_counter() - start
+            print(f"decoding alone, {args.workers} workers: {count / elapsed:.1f} images/s")
 
         # Per Apply of the Slicer module: the logic's calls below MRML.
         from KneeAlignmentLib.pipeline import GLOBAL_DIR, LOCAL_DIRS
