@@ -63,7 +63,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -625,9 +625,12 @@ def _run_shard(mine: list[tuple[int, InputFile]], models: ModelSet, out: Path | 
 
     # One writer thread draws and writes a batch's outputs while the networks run on the next batch
     # (torch, zlib and PIL release the GIL); cases still finish in input order.
+    # (With a single batch there is nothing to overlap: it is written here.)
     written: Future | None = None
+    threaded = len(todo) > options.batch_size
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kneealign-writer") as writer:
+        with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="kneealign-writer") if threaded
+              else nullcontext()) as writer:
             for batch in loader:
                 readable = [read for read in batch if read.radiograph is not None]
                 results = _measure(readable, models, options)
@@ -635,7 +638,11 @@ def _run_shard(mine: list[tuple[int, InputFile]], models: ModelSet, out: Path | 
                     finish(position, record)
                 jobs = [(todo[read.index][0], todo[read.index][1], read, results.get(read.index, read.error),
                          todo[read.index][2]) for read in batch]
-                written = writer.submit(write, jobs)
+                if writer is not None:
+                    written = writer.submit(write, jobs)
+                else:
+                    written = Future()
+                    written.set_result(write(jobs))
             for position, record in written.result() if written is not None else ():
                 finish(position, record)
     finally:

@@ -25,7 +25,10 @@ Three figures:
 
 Stages are timed by wrapping the functions that do them (exclusive times: a stage
 called inside another is not counted twice); "other" is the rest of the wall time
-(loops, data loader, Python). The stage list is the issue's: read (file and DICOM
+(loops, data loader, Python). ``measure`` draws and writes a batch's outputs in a
+writer thread while the networks run on the next batch, so in a many-image run the
+stage times add up to more than the wall time where they overlapped ("other" then
+comes out negative). The stage list is the issue's: read (file and DICOM
 header), decode (pixel data), VOI/normalise, global resize, global net, frame + warp,
 local net, decode heatmaps, geometry, QC, overlay, JSON/markups/CSV writes, DICOM SR/SC.
 """
@@ -39,6 +42,7 @@ import resource
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -60,8 +64,14 @@ class StageClock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
-        self._stack: list[list[float]] = []  # [start, time spent in nested stages]
+        self._local = threading.local()  # per thread: [start, time spent in nested stages] of open calls
         self._undo: list = []
+
+    @property
+    def _stack(self) -> list[list[float]]:
+        if not hasattr(self._local, "stack"):
+            self._local.stack = []
+        return self._local.stack
 
     def wrap(self, owner, name: str, stage: str) -> None:
         original = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
