@@ -118,7 +118,7 @@ def instrument(clock: StageClock, models) -> None:
     clock.wrap(imageio, "_read_head", "read")
     clock.wrap(pydicom, "dcmread", "read")
     clock.wrap(Dataset, "pixel_array", "decode")
-    for name in ("_modality_and_voi", "radiograph_from_array", "_normalise_dicom"):
+    for name in ("_modality_and_voi", "radiograph_from_array", "_distinct_values", "_expand"):
         clock.wrap(imageio, name, "VOI/normalise")
     clock.wrap(imageio.Radiograph, "__post_init__", "VOI/normalise")
     clock.wrap(frame.Letterbox, "apply", "global resize")
