@@ -1,8 +1,12 @@
 """Write ``expected/``: what `kneealign measure` and ``pipeline.measure`` gave on ``inputs/`` with ``models/``.
 
-Run once, on the code before the speed work of issue 15 (commit 32ed2ef), with::
+Run on the code before the speed work of issue 15, with::
 
-    .venv/bin/python Testing/data/golden_measure/make_golden.py
+    PYTHONPATH=<that code>/KneeAlignment .venv/bin/python Testing/data/golden_measure/make_golden.py
+
+The files were first written from commit 32ed2ef, and again from c511933 (main with the
+orientation check and model provenance of issue 16, which add fields and flags) when the
+speed work was rebased onto it; both times the speed work reproduced them.
 
 ``Testing/test_outputs_unchanged.py`` compares today's outputs with these files. Do not
 re-run it to make that test pass: a difference is a change of behaviour to explain.
