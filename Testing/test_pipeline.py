@@ -534,10 +534,10 @@ def test_progress_after_each_network_stage(models):
     results = measure_batch(knees, models, batch_size=2, progress=lambda f, m: reports.append((f, m)))
     assert len(results) == 3
     fractions = [f for f, _ in reports]
-    # Two chunks (2 + 1 images), each: global, pre-op, post-op.
-    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0) and len(reports) == 6
-    assert [m for _, m in reports[:3]] == ["Reference points found", "pre-op landmarks found",
-                                           "post-op landmarks found"]
+    # Two chunks (2 + 1 images), each: global, pre-op, post-op, orientation check.
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0) and len(reports) == 8
+    assert [m for _, m in reports[:4]] == ["Reference points found", "pre-op landmarks found",
+                                           "post-op landmarks found", "Orientation checked"]
 
 
 def test_an_exception_from_progress_stops_the_measurement(models):

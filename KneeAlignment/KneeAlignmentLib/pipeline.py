@@ -462,7 +462,7 @@ def measure_batch(radiographs: Sequence[Radiograph], models: ModelSet, *, kind: 
 
 @dataclass(frozen=True)
 class _Progress:
-    """Reports a chunk's network stages (global, then each local kind) as fractions of the whole call."""
+    """Reports a chunk's network stages (global, each local kind, the orientation check) as fractions of the call."""
 
     callback: Callable[[float, str], None] | None
     start: float
@@ -471,7 +471,7 @@ class _Progress:
 
     def __call__(self, stages_done: int, message: str) -> None:
         if self.callback is not None:
-            self.callback(self.start + self.share * stages_done / (1 + self.kinds), message)
+            self.callback(self.start + self.share * stages_done / (2 + self.kinds), message)
 
 
 def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, ...], kind: str,
@@ -525,6 +525,7 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
         geometry_ms.append(1000.0 * (time.perf_counter() - start))
     with watch("orientation"):
         _check_orientation(images, refs, found, plans, models, batch_size, autocast)
+    progress(2 + len(kinds), "Orientation checked")
 
     used = (glob.info, *(models.local(k).info for k in kinds))
     shared = {name: ms / len(chunk) for name, ms in watch.ms.items()}
