@@ -19,7 +19,8 @@ Three figures:
    batch 4) for the real throughput and the main process's memory (RSS after the first
    and the last image: flat memory shows as equal numbers);
 3. per Apply of the Slicer module: what ``KneeAlignmentLogic.measure`` runs below the
-   MRML layer (``volume.radiograph_from_volume`` on the volume's array, then
+   MRML layer (``volume.radiograph_from_volume`` on the volume's array and its source
+   file, which it reads as the command line does, then
    ``workflow.measure_radiograph`` with the logic's model cache and a progress
    callback), median of ``--repeat`` after a warm-up.
 
@@ -301,7 +302,7 @@ def main() -> None:
         times = []
         for i in range(args.repeat + 1):
             start = time.perf_counter()
-            image = radiograph_from_volume(volume, ijk_to_ras, window=(2048, 4096), side=radiograph.side,
+            image = radiograph_from_volume(volume, ijk_to_ras, source_file=one[0].path, side=radiograph.side,
                                            side_source="DICOM ImageLaterality" if radiograph.side else None)
             measure_radiograph(image.radiograph, paths, kind=args.kind, device=args.device, cache=cache,
                                progress=lambda fraction, message: stages.append(message))
