@@ -31,7 +31,8 @@ writer thread while the networks run on the next batch, so in a many-image run t
 stage times add up to more than the wall time where they overlapped ("other" then
 comes out negative). The stage list is the issue's: read (file and DICOM
 header), decode (pixel data), VOI/normalise, global resize, global net, frame + warp,
-local net, decode heatmaps, geometry, QC, overlay, JSON/markups/CSV writes, DICOM SR/SC.
+local net, decode heatmaps, geometry, QC, overlay, JSON/markups/CSV writes, DICOM SR/SC, and since
+issue 14 "axes from image" (``axis_check.refine_fts``: FTS axes from the shaft edges).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 STAGES = ("read", "decode", "VOI/normalise", "global resize", "global net", "frame + warp", "local net",
-          "decode heatmaps", "geometry", "QC", "overlay", "JSON/markups/CSV", "DICOM SR/SC")
+          "decode heatmaps", "geometry", "axes from image", "QC", "overlay", "JSON/markups/CSV", "DICOM SR/SC")
 
 
 class StageClock:
@@ -129,6 +130,7 @@ def instrument(clock: StageClock, models) -> None:
     for module in (pipeline, geometry):
         clock.wrap(module, "compute_alignment", "geometry")
         clock.wrap(module, "infer_side", "geometry")
+    clock.wrap(pipeline, "refine_fts", "axes from image")  # issue 14: FTS axes from the shaft edges
     for name in ("confidence_flags", "border_flags", "anatomy_flags", "ordered"):
         clock.wrap(qc, name, "QC")
     clock.wrap(overlay, "draw_result", "overlay")
