@@ -6,8 +6,9 @@ Run on the code before the speed work of issue 15, with::
 
 The files were first written from commit 32ed2ef, and again each time the speed work was
 rebased onto a main whose outputs had changed: c511933 (issue 16's orientation check and
-model provenance) and 5d89a36 (issue 14's FTS axes from the image and QC thresholds in the
-bundles). Each time the speed work reproduced them.
+model provenance), 5d89a36 (issue 14's FTS axes from the image and QC thresholds in the
+bundles) and a9fe849 (metal-like pixels relative to the 99.9th percentile). Each time the
+speed work reproduced them.
 
 ``Testing/test_outputs_unchanged.py`` compares today's outputs with these files. Do not
 re-run it to make that test pass: a difference is a change of behaviour to explain.
