@@ -145,3 +145,15 @@ def test_angles_overlay_on_the_image_uses_its_spacing_and_laterality(tmp_path, c
     assert overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, _, err = run(capsys, "angles", tmp_path / truth["markups"], "--overlay", overlay)
     assert code == 2 and "go together" in err
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_kneealign_lets_idle_openmp_threads_sleep_unless_told_otherwise(given, expected):
+    """Set before torch loads (a subprocess: this one has torch already); the user's setting wins."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": given} if given else {})
+    code = ("import sys, os; from KneeAlignmentLib import cli; cli.main(['schema', 'preop', '--json']) ; "
+            "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stderr.split()[-2:] == [expected, "False"]

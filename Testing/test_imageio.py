@@ -598,3 +598,56 @@ def test_radiograph_checks_its_invariants():
         Radiograph(np.zeros((3, 3), np.float32), spacing_mm=(1.0, 1.0))
     with pytest.raises(ImageReadError, match="side_source"):
         Radiograph(np.zeros((3, 3), np.float32), side="L")
+
+
+# --- the pixel mapping runs once per distinct stored value (issue 15) -------------------------
+
+@pytest.mark.parametrize("case", [
+    dict(dtype=np.uint16, bits=12, window=(1800.0, 2500.0)),
+    dict(dtype=np.uint16, bits=12, window=(1800.0, 2500.0), photometric="MONOCHROME1"),
+    dict(dtype=np.uint16, bits=16, rescale=(0.5, -100.0)),
+    dict(dtype=np.int16, bits=16, rescale=(2.0, 7.0), window=(0.0, 3000.0), voi_function="SIGMOID"),
+    dict(dtype=np.uint8, bits=8),
+    dict(dtype=np.uint16, bits=12, voi_lut=True),
+], ids=["window", "monochrome1", "rescale-min-max", "signed-sigmoid", "8-bit", "voi-lut"])
+def test_pixels_equal_the_mapping_of_every_pixel(private_dir, case):
+    """Bit for bit what applying the modality LUT, VOI and scaling to each pixel gives."""
+    from KneeAlignmentLib.imageio import _modality_and_voi
+
+    rng = np.random.default_rng(7)
+    info = np.iinfo(case["dtype"])
+    top = min(info.max, 2 ** case["bits"] - 1)
+    stored = rng.integers(max(info.min, -1500), top, size=(150, 130), endpoint=True).astype(case["dtype"])
+    stored[:40] = stored[:40] // 7  # repeated values, gaps between them
+    path = write_dx(private_dir / "m.dcm", stored, bits_stored=case["bits"],
+                    photometric=case.get("photometric", "MONOCHROME2"), rescale=case.get("rescale"),
+                    window=case.get("window"), voi_function=case.get("voi_function"))
+    ds = pydicom.dcmread(path)
+    if case.get("voi_lut"):
+        item = Dataset()
+        item.add_new("LUTDescriptor", "US", [3000, 200, 10])
+        item.add_new("LUTData", "US", (np.arange(3000)[::-1] % 1024).astype(np.uint16).tolist())  # not monotonic
+        ds.VOILUTSequence = [item]
+        ds.save_as(path)
+        ds = pydicom.dcmread(path)
+    values, value_range, mapping = _modality_and_voi(ds.pixel_array, ds)
+    expected = radiograph_from_array(values, value_range=value_range,
+                                     invert=case.get("photometric") == "MONOCHROME1").pixels
+    radiograph = read_radiograph(path)
+    assert radiograph.pixels.dtype == np.float32 and not radiograph.pixels.flags.writeable
+    assert np.array_equal(radiograph.pixels, expected)
+    assert radiograph.intensity_mapping == mapping
+
+
+@pytest.mark.parametrize("dtype, value_range, invert", [(np.uint8, (0, 255), False), (np.uint16, None, False),
+                                                         (np.int16, (-700.0, 2500.0), True), (np.int8, None, True)])
+def test_integer_arrays_map_as_their_float_values(dtype, value_range, invert):
+    """Integer pixels are mapped once per distinct value: the same float32 pixels as float input gives."""
+    info = np.iinfo(dtype)
+    stored = np.random.default_rng(3).integers(info.min, info.max, size=(120, 90), endpoint=True).astype(dtype)
+    stored[::3] = stored[::3] // 5
+    fast = radiograph_from_array(stored, value_range=value_range, invert=invert)
+    reference = radiograph_from_array(stored.astype(np.float64), value_range=value_range, invert=invert)
+    assert np.array_equal(fast.pixels, reference.pixels)
+    assert fast.info() | {"bits_stored": None} == reference.info() | {"bits_stored": None}
+    assert fast.bits_stored == info.bits

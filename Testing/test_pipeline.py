@@ -525,3 +525,27 @@ def test_a_few_weak_landmarks_pass_many_are_flagged_and_weak_reference_points_su
     assert codes(np.full(len(schema), 0.8), ref_conf=weak_reference) == ["wrong_view_suspected"]
     assert codes(np.full(len(schema), 0.2)) == ["low_landmark_confidence", "low_mean_confidence",
                                                 "wrong_view_suspected"]
+
+
+def test_progress_after_each_network_stage(models):
+    knees = [radiograph_from_array(np.random.default_rng(i).uniform(0, 1, size=(120, 100)), value_range=(0.0, 1.0))
+             for i in range(3)]
+    reports = []
+    results = measure_batch(knees, models, batch_size=2, progress=lambda f, m: reports.append((f, m)))
+    assert len(results) == 3
+    fractions = [f for f, _ in reports]
+    # Two chunks (2 + 1 images), each: global, pre-op, post-op, orientation check.
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0) and len(reports) == 8
+    assert [m for _, m in reports[:4]] == ["Reference points found", "pre-op landmarks found",
+                                           "post-op landmarks found", "Orientation checked"]
+
+
+def test_an_exception_from_progress_stops_the_measurement(models):
+    class Stop(Exception):
+        pass
+
+    def stop(fraction, message):
+        raise Stop(message)
+
+    with pytest.raises(Stop, match="Reference points"):
+        measure(radiograph_from_array(np.zeros((64, 64)) + 0.5), models, progress=stop)

@@ -33,7 +33,8 @@ def test_progress_is_reported_in_order_within_the_span(paths, radiograph):
                                 span=(0.2, 0.8))
     fractions = [f for f, _ in reports]
     assert fractions == sorted(fractions) and fractions[0] == pytest.approx(0.2) and fractions[-1] == pytest.approx(0.8)
-    assert [m for _, m in reports] == ["Loading the models", "Finding the landmarks", "Landmarks found"]
+    assert [m for _, m in reports] == ["Loading the models", "Finding the landmarks", "Reference points found",
+                                       "pre-op landmarks found", "Orientation checked", "Landmarks found"]
     assert result.kind == "preop" and result.landmarks is not None
 
 
@@ -45,7 +46,7 @@ def test_the_result_is_the_pipelines(paths, radiograph):
     assert staged.flag_codes == direct.flag_codes
 
 
-@pytest.mark.parametrize("stop_at", [1, 2, 3])
+@pytest.mark.parametrize("stop_at", [1, 2, 3, 4, 5, 6])
 def test_cancel_stops_at_the_next_stage(paths, radiograph, stop_at):
     asked, reports = [], []
 

@@ -43,9 +43,10 @@ Summary columns: ``measurement.csv_header()``; status is "ok", "flagged", "error
 (the input could not be read or measured, or its results not written; ``reason``
 says why) or "skipped" (not an image). Errors never stop the batch.
 
-Decoding overlaps inference: a ``torch.utils.data.DataLoader`` with ``workers``
-processes reads the next images while the networks run on the current batch. Nothing
-per case is kept but its summary row, so memory stays flat over long runs.
+Decoding and writing overlap inference: a ``torch.utils.data.DataLoader`` with ``workers``
+processes reads the next images, and a writer thread draws and writes the previous
+batch's outputs, while the networks run on the current batch. Nothing per case is kept
+but its summary row, so memory stays flat over long runs.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import suppress
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -612,15 +614,37 @@ def _run_shard(mine: list[tuple[int, InputFile]], models: ModelSet, out: Path | 
         else:
             todo.append((position, item, fingerprint))
 
-    loader = _reader([item for _, item, _ in todo], options)
+    # A worker decodes whole batches: with one batch to do, starting workers only adds their start-up time.
+    reading = options if len(todo) > options.batch_size else dataclasses.replace(options, workers=0)
+    loader = _reader([item for _, item, _ in todo], reading)
+
+    def write(jobs: list[tuple[int, InputFile, _Read, Measurement | str | None, dict | None]]):
+        # In order; an interruption stops here, before the batch's later cases are written.
+        return [(position, _finish_case(item, read, outcome, out, options, fingerprint))
+                for position, item, read, outcome, fingerprint in jobs]
+
+    # One writer thread draws and writes a batch's outputs while the networks run on the next batch
+    # (torch, zlib and PIL release the GIL); cases still finish in input order.
+    # (With a single batch there is nothing to overlap: it is written here.)
+    written: Future | None = None
+    threaded = len(todo) > options.batch_size
     try:
-        for batch in loader:
-            readable = [read for read in batch if read.radiograph is not None]
-            results = _measure(readable, models, options)
-            for read in batch:
-                position, item, fingerprint = todo[read.index]
-                outcome = results.get(read.index, read.error)
-                finish(position, _finish_case(item, read, outcome, out, options, fingerprint))
+        with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="kneealign-writer") if threaded
+              else nullcontext()) as writer:
+            for batch in loader:
+                readable = [read for read in batch if read.radiograph is not None]
+                results = _measure(readable, models, options)
+                for position, record in written.result() if written is not None else ():
+                    finish(position, record)
+                jobs = [(todo[read.index][0], todo[read.index][1], read, results.get(read.index, read.error),
+                         todo[read.index][2]) for read in batch]
+                if writer is not None:
+                    written = writer.submit(write, jobs)
+                else:
+                    written = Future()
+                    written.set_result(write(jobs))
+            for position, record in written.result() if written is not None else ():
+                finish(position, record)
     finally:
         progress.close()
     return records

@@ -37,7 +37,6 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
-import monai
 import numpy
 import safetensors
 import safetensors.torch
@@ -156,6 +155,16 @@ class LoadedModel:
 
 
 # --- metadata ----------------------------------------------------------------------------
+
+
+def _monai_version() -> str:
+    """The installed MONAI's version, for the bundle metadata, without importing MONAI (slow)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("monai")
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def _fail(path: Path, problem: str) -> BundleError:
@@ -497,7 +506,7 @@ def save_bundle(
     data = {
         "version": version,
         "changelog": dict(changelog) if changelog is not None else {version: "initial version"},
-        "monai_version": monai.__version__,
+        "monai_version": _monai_version(),
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": numpy.__version__,
         "required_packages_version": {"safetensors": safetensors.__version__, "kneealignment": __version__},

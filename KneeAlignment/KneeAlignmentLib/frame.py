@@ -264,11 +264,13 @@ def _resample(image, target_to_image: np.ndarray, out_shape, order: int, fill: f
         img = img.float()
     H, W = img.shape[-2:]
     h, w = out_shape
-    x = img.reshape(-1, 1, H, W) - fill  # channels as batch; zero padding then means fill
+    x = img.reshape(-1, 1, H, W)  # channels as batch
     matrix = target_to_image.copy()
     if blur > 0:
-        x, matrix = _prefilter(x, matrix, (h, w), blur)
+        x, matrix = _prefilter(x, matrix, (h, w), blur, fill)
         H, W = x.shape[-2:]
+    elif fill != 0.0:
+        x = x - fill  # zero padding then means fill
     # Image point of each target pixel centre, in grid_sample's align_corners=False units.
     m = torch.as_tensor(matrix, dtype=img.dtype, device=img.device)
     u = torch.arange(w, dtype=img.dtype, device=img.device)
@@ -282,8 +284,8 @@ def _resample(image, target_to_image: np.ndarray, out_shape, order: int, fill: f
     return out.numpy() if from_numpy else out
 
 
-def _prefilter(x: torch.Tensor, target_to_image: np.ndarray, out_shape, sigma: float):
-    """Low-pass the part of x (B, 1, H, W) that the target's pixels sample.
+def _prefilter(x: torch.Tensor, target_to_image: np.ndarray, out_shape, sigma: float, fill: float):
+    """Low-pass the part of x (B, 1, H, W), less ``fill``, that the target's pixels sample.
 
     A Gaussian of ``sigma`` image px, done cheaply: a k x k box average first (k about
     half the shrink factor; pixel k*j + (k-1)/2 becomes pixel j) and the residual Gaussian
@@ -303,7 +305,9 @@ def _prefilter(x: torch.Tensor, target_to_image: np.ndarray, out_shape, sigma: f
     x1 = int(np.clip(math.ceil(src[:, 0].max()) + margin, 0, W - 1))
     y0 = int(np.clip(math.floor(src[:, 1].min()) - margin, 0, H - 1)) // k * k
     y1 = int(np.clip(math.ceil(src[:, 1].max()) + margin, 0, H - 1))
-    sub = x[..., y0 : y1 + 1, x0 : x1 + 1]
+    sub = x[..., y0 : y1 + 1, x0 : x1 + 1]  # only the part sampled: a knee crop is a fraction of the image
+    if fill != 0.0:  # (x - 0.0 is x, bit for bit: no copy of a whole radiograph for nothing)
+        sub = sub - fill
     matrix = target_to_image.copy()
     matrix[:, 2] -= (x0, y0)
     if k > 1:

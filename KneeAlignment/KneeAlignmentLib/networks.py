@@ -41,10 +41,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import Convolution
-from monai.networks.nets.attentionunet import AttentionBlock
 from torch import nn
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "preset",
 ]
 
-_SPATIAL_DIMS = 2
 HEATMAP_STRIDES = (1, 2, 4)
 STAGES = ("global", "local")
 
@@ -79,20 +78,25 @@ def _conv(
     strides: int = 1,
     act: bool = True,
     norm: bool = True,
-) -> Convolution:
-    """MONAI conv → batch norm → ReLU (act/norm switchable); no bias when a norm follows."""
-    return Convolution(
-        spatial_dims=_SPATIAL_DIMS,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        kernel_size=kernel_size,
-        strides=strides,
-        adn_ordering="NA",
-        act="RELU" if act else None,
-        norm="BATCH" if norm else None,
-        bias=not norm,
-        conv_only=not (act or norm),
-    )
+) -> nn.Sequential:
+    """Conv → batch norm → ReLU (act/norm switchable); no bias when a norm follows.
+
+    MONAI's ``Convolution`` block (``adn_ordering="NA"``, "same" padding), module for
+    module and parameter name for parameter name (``conv``, ``adn.N``, ``adn.A``), in
+    plain torch: importing MONAI costs inference more than a second and 70 MB, and
+    bundles saved from MONAI's blocks load unchanged (``test_networks`` checks both).
+    """
+    layers: OrderedDict[str, nn.Module] = OrderedDict(
+        conv=nn.Conv2d(in_channels, out_channels, kernel_size, stride=strides, padding=(kernel_size - 1) // 2,
+                       bias=not norm))
+    if act or norm:
+        adn: OrderedDict[str, nn.Module] = OrderedDict()
+        if norm:
+            adn["N"] = nn.BatchNorm2d(out_channels)
+        if act:
+            adn["A"] = nn.ReLU()
+        layers["adn"] = nn.Sequential(adn)
+    return nn.Sequential(layers)
 
 
 class Bottleneck(nn.Module):
@@ -121,8 +125,11 @@ class Bottleneck(nn.Module):
         return self.act(self.residual(x) + self.shortcut(x))
 
 
-class AttentionGate(AttentionBlock):
+class AttentionGate(nn.Module):
     """Additive attention gate (Oktay et al. 2018) on a skip path; MONAI's 2D ``AttentionBlock``.
+
+    The same modules and parameter names as MONAI's ``AttentionBlock`` (``W_g``, ``W_x``,
+    ``psi``, ``relu``), in plain torch (see ``_conv``).
 
     Args:
         gating_channels: channels of the gating signal ``g`` (the coarse branch).
@@ -138,7 +145,13 @@ class AttentionGate(AttentionBlock):
         _check_int("gating_channels", gating_channels, 1)
         _check_int("skip_channels", skip_channels, 1)
         _check_int("inter_channels", inter_channels, 1)
-        super().__init__(spatial_dims=_SPATIAL_DIMS, f_int=inter_channels, f_g=gating_channels, f_l=skip_channels)
+        super().__init__()
+        self.W_g = nn.Sequential(_conv(gating_channels, inter_channels, 1, act=False, norm=False),
+                                 nn.BatchNorm2d(inter_channels))
+        self.W_x = nn.Sequential(_conv(skip_channels, inter_channels, 1, act=False, norm=False),
+                                 nn.BatchNorm2d(inter_channels))
+        self.psi = nn.Sequential(_conv(inter_channels, 1, 1, act=False, norm=False), nn.BatchNorm2d(1), nn.Sigmoid())
+        self.relu = nn.ReLU()
 
     def coefficients(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Attention coefficients ``(B, 1, H, W)`` in [0, 1] for skip ``x`` under gating ``g``."""

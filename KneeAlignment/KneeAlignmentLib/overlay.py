@@ -1,15 +1,20 @@
 """Pictures for people: the landmark schema diagram and measurement overlays.
 
 Drawn with matplotlib's object-oriented API on an Agg canvas: no pyplot global state,
-no display needed.
+no display needed. Measurement overlays draw only the marks with matplotlib (on a
+transparent canvas) and lay them over the radiograph resized once to the picture's
+pixels: matplotlib resampling a 2000 x 1600 image costs several times as much.
 """
 
 from __future__ import annotations
 
+import struct
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -99,9 +104,11 @@ def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, pa
     h, w = pixels.shape
     dpi = 100
     fig = Figure(figsize=(height_px * w / h / dpi + 0.01, height_px / dpi), dpi=dpi)
-    FigureCanvasAgg(fig)
+    fig.patch.set_alpha(0.0)  # the marks only; the radiograph goes under them in _compose
+    canvas = FigureCanvasAgg(fig)
     ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(pixels, cmap="gray", vmin=0.0, vmax=1.0, interpolation="antialiased")
+    ax.set_aspect("equal")  # as imshow had it: the picture keeps the image's proportions
+    ax.patch.set_alpha(0.0)
     ax.set_axis_off()
     marker = max(2.0, height_px / 400)
     if landmarks is not None:
@@ -132,11 +139,53 @@ def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, pa
     ax.text(0.02, 0.02, f"{status}\n{NOT_CLINICAL}", transform=ax.transAxes, va="bottom", ha="left",
             fontsize=height_px / 110, color="red" if flagged else "white",
             bbox=dict(facecolor="black", alpha=0.6, edgecolor="none"))
+    canvas.draw()
+    picture = _compose(pixels, np.asarray(canvas.buffer_rgba()), ax.get_window_extent())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as temporary:
-        fig.savefig(temporary)
+        temporary.write_bytes(_png(np.asarray(picture)))
     return path
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 -> PNG file bytes: every row "Up"-filtered, zlib level 1.
+
+    A fifth of the time of the default encoding (zlib level 6, a filter chosen per row)
+    for a file about 1.2 times larger.
+    """
+    h, w, _ = rgb.shape
+    rows = np.ascontiguousarray(rgb, dtype=np.uint8).reshape(h, w * 3)
+    filtered = np.empty((h, w * 3 + 1), dtype=np.uint8)
+    filtered[:, 0] = 2  # filter type Up: each byte less the byte above it (mod 256)
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(filtered.tobytes(), 1))
+            + chunk(b"IEND", b""))
+
+
+def _compose(pixels: np.ndarray, marks: np.ndarray, box) -> Image.Image:
+    """RGB picture: the radiograph resized into ``box`` (the axes, display px) on white, marks over it.
+
+    ``marks``: (H, W, 4) uint8 RGBA of the Agg canvas (straight alpha, origin top left);
+    ``box``: the axes' extent in display px (origin bottom left). The grey levels are
+    those of matplotlib's "gray" colour map (256 levels over [0, 1]); the resize is PIL's
+    bilinear filter, widened when shrinking (antialiased).
+    """
+    height, width = marks.shape[:2]
+    x0, x1 = int(round(box.x0)), int(round(box.x1))
+    y0, y1 = height - int(round(box.y1)), height - int(round(box.y0))
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
+    image = np.asarray(image.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR))
+    grey = Image.fromarray(np.clip(image * 256.0, 0.0, 255.0).astype(np.uint8), mode="L")
+    picture = Image.new("RGBA", (width, height), (255, 255, 255, 255))
+    picture.paste(grey.convert("RGBA"), (x0, y0))
+    return Image.alpha_composite(picture, Image.fromarray(marks, mode="RGBA")).convert("RGB")
 
 
 def draw_contact_sheet(images, landmarks, kind: str, path: Path, *, columns: int = 4, tile_px: int = 320) -> Path:

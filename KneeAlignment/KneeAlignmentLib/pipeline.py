@@ -70,7 +70,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -336,6 +337,15 @@ def _run(stage: StageModel, images: Sequence[torch.Tensor], batch_size: int, aut
     return _Decoded(np.concatenate(points), np.concatenate(confidence), np.concatenate(finite))
 
 
+def _pixels(radiograph: Radiograph, device: torch.device) -> torch.Tensor:
+    """The radiograph's pixels as a tensor on ``device``: on the CPU its own (read-only) memory, not a copy."""
+    if device.type != "cpu":
+        return torch.tensor(radiograph.pixels, device=device)
+    with warnings.catch_warnings():  # torch has no read-only tensors; nothing here writes to them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(radiograph.pixels)
+
+
 class _Stopwatch:
     """Milliseconds per stage; waits for the GPU so the times are the real ones."""
 
@@ -392,15 +402,17 @@ def _side_plan(radiograph: Radiograph, side: str | None) -> _SidePlan:
 
 
 def measure(radiograph: Radiograph, models: ModelSet, *, kind: str = "auto", side: str | None = None,
-            device: str | torch.device | None = None, autocast: bool = False) -> Measurement:
+            device: str | torch.device | None = None, autocast: bool = False,
+            progress: Callable[[float, str], None] | None = None) -> Measurement:
     """Measure one radiograph; see :func:`measure_batch` (this is a batch of one)."""
     return measure_batch([radiograph], models, kind=kind, side=side, device=device, batch_size=1,
-                         autocast=autocast)[0]
+                         autocast=autocast, progress=progress)[0]
 
 
 def measure_batch(radiographs: Sequence[Radiograph], models: ModelSet, *, kind: str = "auto",
                   side: str | None = None, device: str | torch.device | None = None, batch_size: int = 8,
-                  autocast: bool = False) -> list[Measurement]:
+                  autocast: bool = False, progress: Callable[[float, str], None] | None = None
+                  ) -> list[Measurement]:
     """Measure radiographs, running the networks on up to ``batch_size`` inputs at a time.
 
     Results equal those of :func:`measure` image by image (to the rounding of convolutions
@@ -417,6 +429,9 @@ def measure_batch(radiographs: Sequence[Radiograph], models: ModelSet, *, kind: 
         device: move the models there first (in place); None: where they are.
         batch_size: network batch size (>= 1).
         autocast: float16 autocast on CUDA (see the module docstring); CUDA only.
+        progress: called as ``progress(fraction, message)`` after each network stage
+            (fraction of the networks' work done, 0..1); an exception it raises (e.g. a
+            cancellation) stops the measurement.
 
     Raises:
         ValueError: bad arguments. BundleError: ``kind`` has no local model.
@@ -440,15 +455,30 @@ def measure_batch(radiographs: Sequence[Radiograph], models: ModelSet, *, kind: 
     results = []
     for start in range(0, len(radiographs), batch_size):
         chunk = radiographs[start:start + batch_size]
-        results += _measure_chunk(chunk, models, kinds, kind, side, batch_size, autocast)
+        done = _Progress(progress, start / len(radiographs), len(chunk) / len(radiographs), len(kinds))
+        results += _measure_chunk(chunk, models, kinds, kind, side, batch_size, autocast, done)
     return results
 
 
+@dataclass(frozen=True)
+class _Progress:
+    """Reports a chunk's network stages (global, each local kind, the orientation check) as fractions of the call."""
+
+    callback: Callable[[float, str], None] | None
+    start: float
+    share: float
+    kinds: int
+
+    def __call__(self, stages_done: int, message: str) -> None:
+        if self.callback is not None:
+            self.callback(self.start + self.share * stages_done / (2 + self.kinds), message)
+
+
 def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, ...], kind: str,
-                   side: str | None, batch_size: int, autocast: bool) -> list[Measurement]:
+                   side: str | None, batch_size: int, autocast: bool, progress: _Progress) -> list[Measurement]:
     watch = _Stopwatch(models.device)
     glob = models.global_model
-    images = [torch.tensor(r.pixels, device=models.device) for r in chunk]  # (H, W) float32 copies
+    images = [_pixels(r, models.device) for r in chunk]  # (H, W) float32
     # metal-like is relative to the brightest structures (see metal_level): the 99.9th percentile,
     # robust to hot pixels and to the ringing of JPEG-compressed edges
     brightest = [float(np.percentile(r.pixels[::4, ::4], 99.9)) for r in chunk]
@@ -456,6 +486,7 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
         boxes = [Letterbox.fit(tuple(img.shape), glob.codec.input_size) for img in images]
         decoded = _run(glob, [box.apply(img, fill=FILL) for box, img in zip(boxes, images)], batch_size, autocast)
         refs = [box.to_image(points) for box, points in zip(boxes, decoded.points)]
+    progress(1, "Reference points found")
 
     plans = [_side_plan(r, side) for r in chunk]
     failures: dict[int, QCFlag] = {}
@@ -472,14 +503,19 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
                            for k in kinds for s in sides]
             except GeometryError as exc:
                 failures[i] = QCFlag("frame_failed", f"no knee frame from the reference points: {exc}")
+        warped: dict[tuple, torch.Tensor] = {}  # kinds whose bundles share a frame share its crops
         for k in kinds:
             jobs = [(i, run) for i in runs for run in runs[i] if run.kind == k]
-            crops = [run.frame.warp(images[i], fill=FILL) for i, run in jobs]
+            crops = [warped.get((i, run.side, run.frame.spec)) for i, run in jobs]
+            crops = [run.frame.warp(images[i], fill=FILL) if crop is None else crop
+                     for crop, (i, run) in zip(crops, jobs)]
+            warped |= {(i, run.side, run.frame.spec): crop for crop, (i, run) in zip(crops, jobs)}
             out = _run(models.local(k), crops, batch_size, autocast) if jobs else None
             for j, ((i, run), crop) in enumerate(zip(jobs, crops)):
                 run.metal_fraction = float((crop >= run.qc.metal_level * brightest[i]).float().mean())
                 run.points_px = run.frame.to_image(out.points[j])
                 run.confidence, run.finite = out.confidence[j], bool(out.finite[j])
+            progress(1 + kinds.index(k) + 1, f"{k.replace('op', '-op')} landmarks found")
 
     found, geometry_ms = [], []
     for i, radiograph in enumerate(chunk):
@@ -489,6 +525,7 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
         geometry_ms.append(1000.0 * (time.perf_counter() - start))
     with watch("orientation"):
         _check_orientation(images, refs, found, plans, models, batch_size, autocast)
+    progress(2 + len(kinds), "Orientation checked")
 
     used = (glob.info, *(models.local(k).info for k in kinds))
     shared = {name: ms / len(chunk) for name, ms in watch.ms.items()}

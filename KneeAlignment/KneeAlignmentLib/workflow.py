@@ -129,6 +129,8 @@ def measure_radiograph(radiograph: Radiograph, model_paths: Mapping[str, str | o
     checkpoint(at(0.0), "Loading the models", progress, cancelled)
     models = (cache or ModelCache()).get(model_paths, device)
     checkpoint(at(0.4), "Finding the landmarks", progress, cancelled)
-    result = measure(radiograph, models, kind=kind, side=side)
+    result = measure(radiograph, models, kind=kind, side=side,
+                     progress=lambda fraction, message: checkpoint(at(0.4 + 0.6 * fraction), message, progress,
+                                                                   cancelled))
     checkpoint(at(1.0), "Landmarks found", progress, cancelled)
     return result
