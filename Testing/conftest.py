@@ -17,3 +17,15 @@ def tiny_models_dir(tmp_path_factory):
     from model_factory import save_models
 
     return save_models(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks run faster on one thread, far faster on a busy machine (no spinning thread pool);
+    a test module opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

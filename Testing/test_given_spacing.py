@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from dicom_factory import write_dx
 from KneeAlignmentLib import cli
@@ -20,12 +19,7 @@ from KneeAlignmentLib.errors import ImageReadError
 from KneeAlignmentLib.imageio import radiograph_from_array, with_given_spacing
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _png(path: Path) -> Path:

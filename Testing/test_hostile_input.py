@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import torch
 
 from dicom_factory import FAKE_IDENTIFIERS, write_dx
 from KneeAlignmentLib import cli
@@ -37,12 +36,7 @@ MARKUPS_HEAD = '{"@schema": "https://raw.githubusercontent.com/slicer/slicer/mas
                'Resources/Schema/markups-schema-v1.0.3.json#", "markups": [{"type": "Fiducial", "controlPoints": ['
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def too_many_rows_dicom(path: Path) -> Path:

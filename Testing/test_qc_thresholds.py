@@ -12,7 +12,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from KneeAlignmentLib.bundle import METADATA_FILE, load_bundle, write_qc_thresholds
 from KneeAlignmentLib.errors import BundleError
@@ -23,12 +22,7 @@ from KneeAlignmentLib.pipeline import ModelSet, measure_batch
 from KneeAlignmentLib.qc_thresholds import DEFAULT, QCThresholds
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
