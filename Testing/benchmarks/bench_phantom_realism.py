@@ -21,6 +21,7 @@ import numpy as np
 
 from KneeAlignmentLib.phantom.dataset import render_case
 from KneeAlignmentLib.phantom.xray import gaussian_blur
+from KneeAlignmentLib.schema import load_schema
 
 # ../shared/real-films.md (93 real knees): (mean, sd) or a single mean
 REAL = {
@@ -50,12 +51,8 @@ def _band(img: np.ndarray, row: int, x0: float, x1: float) -> float:
 
 
 def measure_case(case) -> dict[str, float]:
-    names = list(case.params.get("landmark_names", [])) or None
-    from KneeAlignmentLib.schema import load_schema
-    schema = load_schema(case.kind)
-    names = schema.names
     pts = case.landmarks_px
-    idx = {n: i for i, n in enumerate(names)}
+    idx = {n: i for i, n in enumerate(load_schema(case.kind).names)}
 
     def group(prefix):
         return pts[[i for n, i in idx.items() if n.startswith(prefix)]]

@@ -111,9 +111,8 @@ def occlude(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if band > 0:
             mirrored = y[:, ::-1] * rng.uniform(0.6, 1.0)
             shift = int(rng.uniform(0.0, 0.3) * W)  # which part of the leg enters the field
-            other = np.roll(mirrored, -shift, axis=1)[:, W - band:] if rng.random() < 0.5 else None
-            if other is not None:
-                y[:, W - band:] = np.maximum(y[:, W - band:], other)
+            if rng.random() < 0.5:  # at the right edge
+                y[:, W - band:] = np.maximum(y[:, W - band:], np.roll(mirrored, -shift, axis=1)[:, W - band:])
             else:
                 y[:, :band] = np.maximum(y[:, :band], np.roll(mirrored, shift, axis=1)[:, :band])
     if rng.random() < 0.6:

@@ -205,13 +205,12 @@ def sample_imaging(rng: np.random.Generator, landmarks_mm: np.ndarray, tibial_ax
     if long_leg:
         film = _long_leg_film(rng, spacing, w, h, side)
         processing = dict(equalisation=rng.uniform(0.8, 0.98), equalisation_sigma_mm=rng.uniform(4.0, 10.0),
-                          detail_gain=rng.uniform(0.4, 1.4), detail_sigma_mm=rng.uniform(1.0, 3.5),
-                          dose_per_mm2=np.exp(rng.uniform(np.log(1e5), np.log(7e5))))
+                          detail_gain=rng.uniform(0.4, 1.4), detail_sigma_mm=rng.uniform(1.0, 3.5))
     else:
         film = {}
         processing = dict(equalisation=rng.uniform(0.2, 0.95), equalisation_sigma_mm=rng.uniform(5.0, 22.0),
-                          detail_gain=rng.uniform(0.0, 1.4), detail_sigma_mm=rng.uniform(0.8, 3.0),
-                          dose_per_mm2=np.exp(rng.uniform(np.log(1e5), np.log(7e5))))
+                          detail_gain=rng.uniform(0.0, 1.4), detail_sigma_mm=rng.uniform(0.8, 3.0))
+    processing["dose_per_mm2"] = np.exp(rng.uniform(np.log(1e5), np.log(7e5)))  # quanta before detector blur
     processing = {k: float(v) for k, v in processing.items()}
 
     return ImagingParams(

@@ -397,7 +397,7 @@ def render(knee: Knee, im: ImagingParams, rng_texture: np.random.Generator,
         keep = knee.resection.get(bone_frame) if knee.resection and name in ("femur", "trochlea", "tibia") else None
         _bone_into(P, knee, name, coarse, mu, tex, keep, bone_mask)
     if im.other_leg_gap_mm is not None:
-        body = _other_leg(P, body, im, coarse)
+        body = _other_leg(P, body, im, f, coarse.mm)
     in_body = body > 20.0
 
     # 2. exposure and scatter (render grid); n0: quanta per output pixel, open beam
@@ -444,37 +444,36 @@ def render(knee: Knee, im: ImagingParams, rng_texture: np.random.Generator,
     for item in im.texts:
         _burn_text(display, item, (1 << im.bits_stored) - 1)
     if im.long_leg:
-        display = _film_export(display, im, rng_noise)
+        display = _film_export(display, im)
     return Rendered(display=display, landmarks_px=fine.to_px(knee.landmarks_mm), metal_mask=metal,
                     field_mask=field_full)
 
 
-def _other_leg(P: np.ndarray, body: np.ndarray, im: ImagingParams, grid: _Grid) -> np.ndarray:
-    """Add the other leg of a standing film to the line integrals ``P`` (in place): this
-    leg mirrored about a vertical line beyond its medial skin, ``im.other_leg_gap_mm``
-    from it at the knee's row. Returns the body thickness with the other leg's."""
+def _other_leg(P: np.ndarray, body: np.ndarray, im: ImagingParams, f: int, mm: float) -> np.ndarray:
+    """Add the other leg of a standing film to the line integrals ``P`` (render grid of
+    ``mm`` per pixel, ``f`` output pixels each; in place): this leg mirrored about a vertical
+    line beyond its medial skin, ``im.other_leg_gap_mm`` from it at the knee's row. Returns
+    the body thickness with the other leg's."""
     h, w = P.shape
     medial = 1.0 if im.side == "R" else -1.0  # medial side's x direction
-    f = max(1, int(round(grid.mm / im.spacing_mm)))  # output px per render px
     row = int(np.clip(round((im.centre_px[1] - (f - 1) / 2.0) / f), 0, h - 1))
     cols = np.flatnonzero(body[row] > 20.0)
     if cols.size == 0:
         return body
     skin = float(cols.max() if medial > 0 else cols.min())
-    mirror = skin + medial * 0.5 * im.other_leg_gap_mm / grid.mm  # coarse px
+    mirror = skin + medial * 0.5 * im.other_leg_gap_mm / mm  # render px
     source = np.rint(2.0 * mirror - np.arange(w)).astype(int)
     ok = (source >= 0) & (source < w) & ((np.arange(w) - mirror) * medial > 0)  # only beyond the mirror
-    other_P = np.zeros_like(P)
-    other_P[:, ok] = P[:, source[ok]]
-    other_body = np.zeros_like(body)
-    other_body[:, ok] = body[:, source[ok]]
-    P += other_P
-    return np.maximum(body, other_body)
+    P[:, ok] += P[:, source[ok]]  # the sources lie on this side of the mirror, the targets beyond it
+    body = body.copy()
+    body[:, ok] = np.maximum(body[:, ok], body[:, source[ok]])
+    return body
 
 
-def _film_export(display: np.ndarray, im: ImagingParams, rng: np.random.Generator) -> np.ndarray:
+def _film_export(display: np.ndarray, im: ImagingParams) -> np.ndarray:
     """A long-leg film's knee as exported: ruler ticks and a stitching seam on the film,
-    then denoised, 8-bit values between the export's black and white levels, JPEG-compressed; returned at ``bits_stored`` (multiples of 2**(bits-8))."""
+    then denoised, 8-bit values between the export's black and white levels,
+    JPEG-compressed; returned at ``bits_stored`` (multiples of 2**(bits-8))."""
     from io import BytesIO
 
     from PIL import Image  # matplotlib's dependency; only the long-leg export needs it
