@@ -179,18 +179,20 @@ def refine_shaft_axes(image: np.ndarray, points_px: np.ndarray, schema: Landmark
     Raises:
         ValueError: an image that is not 2D, or points that are not (K, 2) finite.
     """
-    image = np.asarray(image, dtype=np.float64)
+    image = np.asarray(image)
     points_px = np.asarray(points_px, dtype=np.float64)
     if image.ndim != 2 or min(image.shape) < 2:
         raise ValueError(f"image must be a 2D array, got shape {image.shape}")
     if points_px.shape != (len(schema), 2) or not np.isfinite(points_px).all():
         raise ValueError(f"points_px must be ({len(schema)}, 2) finite px, got shape {points_px.shape}")
     scale, source = estimate_scale_mm_per_px(points_px, schema, spacing_mm)
-    lo, hi = np.percentile(image, [1.0, 99.0])
+    lo, hi = np.percentile(image.astype(np.float64), [1.0, 99.0], overwrite_input=True)
     if hi - lo <= 1e-12:
         weak = {bone: _weak(bone, "the image is flat") for bone in BONES}
         return ShaftEvidence(weak["femur"], weak["tibia"], scale, source)
-    norm = (image - lo) / (hi - lo)
+    # only the few pixels the profiles read are normalised (the same float64 arithmetic
+    # as normalising the whole image, a fraction of its time)
+    norm = _Normalised(image, lo, hi)
     metal = _metal_cores(image, scale)
     knee = schema.reference_points(points_px)[[p["name"] for p in schema.definitions["reference_points"]["points"]]
                                               .index("knee_centre")]
@@ -198,8 +200,8 @@ def refine_shaft_axes(image: np.ndarray, points_px: np.ndarray, schema: Landmark
     return ShaftEvidence(fits["femur"], fits["tibia"], scale, source)
 
 
-def _metal_cores(image: np.ndarray, scale: float) -> np.ndarray:
-    """(H, W) 1.0 inside metal-like areas, shrunk by half of ``METAL_WIDTH_MM``, else 0.0.
+def _metal_cores(image: np.ndarray, scale: float) -> "_MetalCores":
+    """Where metal-like areas are, shrunk by half of ``METAL_WIDTH_MM`` (1 inside, else 0).
 
     Metal-like: within ``METAL_SHARE`` of the value range from the image's maximum
     (saturated), over a square ``METAL_WIDTH_MM`` wide (at least 95 % of it): stems,
@@ -207,20 +209,51 @@ def _metal_cores(image: np.ndarray, scale: float) -> np.ndarray:
     after edge enhancement or windowing) are not.
     """
     top = float(image.max())
-    saturated = (image >= top - METAL_SHARE * (top - float(image.min()))).astype(np.float64)
-    k = max(3, int(round(METAL_WIDTH_MM / scale)) | 1)
-    r = k // 2
-    padded = np.pad(saturated, ((r + 1, r), (r + 1, r)))
-    integral = padded.cumsum(axis=0).cumsum(axis=1)
-    box = integral[k:, k:] - integral[:-k, k:] - integral[k:, :-k] + integral[:-k, :-k]
-    return (box >= 0.95 * k * k).astype(np.float64)
+    saturated = image >= np.float64(top - METAL_SHARE * (top - float(image.min())))  # compared in float64
+    return _MetalCores(saturated, max(3, int(round(METAL_WIDTH_MM / scale)) | 1))
+
+
+class _MetalCores:
+    """(H, W) uint8 metal cores, computed tile by tile where they are indexed.
+
+    The profiles read a small part of the image; the box counts of a tile need only the
+    saturated pixels within ``k // 2`` of it, so each tile is counted on its own.
+    """
+
+    TILE = 128
+
+    def __init__(self, saturated: np.ndarray, k: int) -> None:
+        r = k // 2
+        self.shape, self.k = saturated.shape, k
+        self.padded = np.pad(saturated, r)  # outside the image counts as not saturated
+        self.cores = np.zeros(saturated.shape, dtype=np.uint8)
+        self.done = np.zeros((-(-self.shape[0] // self.TILE), -(-self.shape[1] // self.TILE)), dtype=bool)
+
+    def __getitem__(self, index) -> np.ndarray:
+        y, x = index
+        ty, tx = y // self.TILE, x // self.TILE
+        missing = ~self.done[ty, tx]
+        if missing.any():
+            for tile in set(zip(ty[missing].tolist(), tx[missing].tolist())):
+                self._count(*tile)
+        return self.cores[y, x]
+
+    def _count(self, ty: int, tx: int) -> None:
+        k, t = self.k, self.TILE
+        y0, x0 = ty * t, tx * t
+        y1, x1 = min(y0 + t, self.shape[0]), min(x0 + t, self.shape[1])
+        window = self.padded[y0:y1 + k - 1, x0:x1 + k - 1].astype(np.int32)  # padded[i] is image row i - k // 2
+        integral = np.pad(window, ((1, 0), (1, 0))).cumsum(axis=0).cumsum(axis=1)
+        box = integral[k:, k:] - integral[:-k, k:] - integral[k:, :-k] + integral[:-k, :-k]
+        self.cores[y0:y1, x0:x1] = box >= 0.95 * k * k
+        self.done[ty, tx] = True
 
 
 def _weak(bone: str, reason: str, levels: int = 0, found: int = 0) -> ShaftFit:
     return ShaftFit(bone, False, reason, np.zeros((0, 2)), levels, found, 0, math.nan, math.nan, math.nan)
 
 
-def _refine_bone(norm: np.ndarray, metal: np.ndarray, points_px: np.ndarray, schema: LandmarkSchema, bone: str,
+def _refine_bone(norm: _Normalised, metal: _MetalCores, points_px: np.ndarray, schema: LandmarkSchema, bone: str,
                  knee_px: np.ndarray, scale: float) -> ShaftFit:
     lat_i, med_i = _pairs(schema, bone)
     lat, med = points_px[lat_i], points_px[med_i]
@@ -332,8 +365,18 @@ def _fit_midpoints(bone, ts, mids, centroid, d, n, n_levels, scale) -> ShaftFit:
                     rms_mm, angle)
 
 
-def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear samples at (x, y) px; NaN outside the image."""
+class _Normalised:
+    """``(image - lo) / (hi - lo)`` in float64, computed only where it is indexed."""
+
+    def __init__(self, image: np.ndarray, lo: float, hi: float) -> None:
+        self.image, self.lo, self.range, self.shape = image, lo, hi - lo, image.shape
+
+    def __getitem__(self, index) -> np.ndarray:
+        return (self.image[index].astype(np.float64) - self.lo) / self.range
+
+
+def _bilinear(image, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``image`` (an array or ``_Normalised``) at (x, y) px; NaN outside it."""
     h, w = image.shape
     inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
     xc, yc = np.clip(x, 0, w - 1), np.clip(y, 0, h - 1)
@@ -352,7 +395,7 @@ def _smooth(values: np.ndarray, sigma: float) -> np.ndarray:
     return np.convolve(padded, k, mode="valid")
 
 
-def _edge(norm: np.ndarray, metal: np.ndarray, centre: np.ndarray, d: np.ndarray, n: np.ndarray, s_pred: float, inward: float,
+def _edge(norm: _Normalised, metal: _MetalCores, centre: np.ndarray, d: np.ndarray, n: np.ndarray, s_pred: float, inward: float,
           width: float, scale: float) -> float | None:
     """Sub-pixel offset along ``n`` of the outer cortical edge near ``s_pred``, or None.
 
