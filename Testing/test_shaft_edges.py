@@ -212,3 +212,23 @@ def test_bad_input_is_refused_clearly():
     bad[3] = np.nan
     with pytest.raises(ValueError, match="finite"):
         shaft_edges.refine_shaft_axes(np.zeros(SHAPE), bad, schema)
+
+
+def test_metal_cores_counted_per_tile_equal_one_box_filter_over_the_whole_image():
+    # blobs across tile and image borders, specks too small to be metal, values near the threshold
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0.0, 0.9, (300, 270))
+    for y, x, h, w in [(0, 0, 20, 15), (120, 120, 30, 20), (250, 200, 50, 70), (60, 260, 9, 10), (200, 30, 3, 3)]:
+        image[y:y + h, x:x + w] = rng.uniform(0.985, 1.0, image[y:y + h, x:x + w].shape)
+    image[140, 130] = 0.97  # a hole: below the saturation threshold
+    scale = 0.5  # mm per px: k = 13
+    cores = shaft_edges._metal_cores(image, scale)
+    k = cores.k
+    top = image.max()
+    saturated = image >= top - shaft_edges.METAL_SHARE * (top - image.min())
+    padded = np.pad(saturated, k // 2)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k))
+    expected = windows.sum(axis=(2, 3)) >= 0.95 * k * k
+    yy, xx = np.mgrid[0:300, 0:270]
+    assert expected.any() and not expected.all()
+    np.testing.assert_array_equal(cores[yy, xx], expected.astype(np.uint8))
