@@ -118,7 +118,7 @@ def test_find_cases_pairs_images_and_annotations(tmp_path):
     cases = find_cases(tmp_path)
     assert [c.case_id for c in cases] == ["case000", "case001", "case002"]
     loaded = cases[1].load("preop")
-    assert loaded.side == "L" and loaded.side_source == "anatomy"  # case001 is a left knee
+    assert (loaded.side, loaded.side_source) == ("L", "anatomy (fibula is lateral)")  # case001 is a left knee
     assert loaded.points_px.shape == (134, 2) and loaded.radiograph.spacing_mm is None
 
 
@@ -126,7 +126,7 @@ def test_dicom_cases_carry_spacing_and_laterality(tmp_path):
     write_dataset(tmp_path, 2, fmt="dcm")
     loaded = find_cases(tmp_path)[0].load()
     assert loaded.radiograph.spacing_mm == (3.0, 3.0)
-    assert (loaded.side, loaded.side_source) == ("R", "ImageLaterality")
+    assert (loaded.side, loaded.side_source) == ("R", "DICOM ImageLaterality")
     assert loaded.schema.kind == "preop"
 
 

@@ -986,7 +986,7 @@ def test_point_list_becomes_a_case_with_axes_angles_and_a_table_row(module, scen
     assert alignment.side == "R"  # no DICOM laterality: detected from the fibula
     assert alignment.atfa_fts_deg == pytest.approx(expected.atfa_fts_deg, abs=1e-9)
     assert node.GetAttribute("KneeAlignment.Kind") == kind
-    assert node.GetAttribute("KneeAlignment.SideSource") == "detected"
+    assert node.GetAttribute("KneeAlignment.SideSource") == "anatomy (fibula is lateral)"
     for method in ("FTS", "FNTS"):
         angle = _by_role(node, f"Angle.{method}")
         assert angle.class_name == "vtkMRMLMarkupsAngleNode" and angle.angle_mode == "OrientedSigned"

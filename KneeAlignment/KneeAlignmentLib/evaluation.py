@@ -29,9 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import KneeAlignmentError, MarkupsError
-from .geometry import compute_alignment, infer_side, outside_image
+from .geometry import outside_image
 from .imageio import Radiograph, read_radiograph
 from .markups import ImagePlane, read_landmarks, read_markups
+from .measurement import QCFlag, decide_side, measure_points
+from .qc import ordered
 from .schema import KINDS, LandmarkSchema, kind_for_labels, load_schema
 
 __all__ = [
@@ -77,8 +79,10 @@ class AnnotatedImage:
         radiograph: the image.
         points_px: (K, 2) float64 landmarks of ``schema`` in image px.
         schema: the landmark schema the annotation follows.
-        side: "L" or "R"; side_source: "manifest", the image's own source (e.g.
-            "ImageLaterality") or "anatomy" (the fibula is lateral).
+        side: "L" or "R", by ``measurement.decide_side``; side_source: "manifest", the
+            image's tag (e.g. "DICOM ImageLaterality") or "anatomy (fibula is lateral)".
+        side_flags: the side decision's QC flags (``side_conflict``: the manifest's side
+            contradicts the image's tag).
     """
 
     case_id: str
@@ -87,6 +91,7 @@ class AnnotatedImage:
     schema: LandmarkSchema
     side: str
     side_source: str
+    side_flags: tuple[QCFlag, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,8 @@ class AnnotatedCase:
     """Where one annotated image lives; :meth:`load` reads and checks it.
 
     ``kind`` and ``side`` are known when a manifest states them (else None: the kind
-    follows from the point labels, the side from the image or the anatomy).
+    follows from the point labels, the side from the image or the anatomy; see
+    ``measurement.decide_side``).
     """
 
     case_id: str
@@ -131,13 +137,8 @@ class AnnotatedCase:
             shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
             raise MarkupsError(f"{name}: {len(names)} landmarks lie outside the {w}x{h} image "
                                f"{self.image_path.name}: {shown}")
-        if self.side is not None:
-            side, source = self.side, "manifest"
-        elif radiograph.side is not None:
-            side, source = radiograph.side, radiograph.side_source
-        else:
-            side, source = infer_side(points, schema), "anatomy"
-        return AnnotatedImage(self.case_id, radiograph, points, schema, side, source)
+        side = decide_side(self.side, radiograph, given_source="manifest", points_px=points, schema=schema)
+        return AnnotatedImage(self.case_id, radiograph, points, schema, side.side, side.source, side.flags)
 
 
 def _kind_of(path: Path) -> str:
@@ -416,12 +417,15 @@ def evaluate(cases: Iterable[AnnotatedImage], models, *, kind: str = "annotation
 
 
 def _pair(case: AnnotatedImage, m) -> CaseResult:
-    truth = compute_alignment(case.points_px, case.schema, case.side, case.radiograph.spacing_mm)
+    truth = measure_points(case.points_px, case.schema, side=case.side,
+                           spacing_mm=case.radiograph.spacing_mm).alignment  # the side decided in load
     a = m.alignment
     same_schema = m.landmarks is not None and m.kind == case.schema.kind
+    # the annotation's own side flags (side_conflict) count like the measurement's: a result is not silent
+    flags = ordered([*case.side_flags, *m.qc_flags])
     return CaseResult(
         case_id=case.case_id, kind=case.schema.kind, side_true=case.side, side_pred=m.side, kind_pred=m.kind,
-        status=m.status, qc_flags=m.flag_codes, spacing_mm=case.radiograph.spacing_mm, truth_px=case.points_px,
+        status="flagged" if flags else "ok", qc_flags=tuple(f.code for f in flags), spacing_mm=case.radiograph.spacing_mm, truth_px=case.points_px,
         pred_px=np.array(m.landmarks.points_px) if same_schema else None,
         atfa_true={"fts": truth.atfa_fts_deg, "fnts": truth.atfa_fnts_deg},
         atfa_pred={"fts": math.nan if a is None else a.atfa_fts_deg,
