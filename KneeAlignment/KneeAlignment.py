@@ -831,7 +831,7 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     def saveTrainingCase(self, landmarksNode, folder):
         """Image + current landmarks as the next case of a training dataset folder (neutral file names)."""
         from KneeAlignmentLib.schema import KINDS, load_schema
-        from KneeAlignmentLib.training_case import save_training_case
+        from KneeAlignmentLib.datasets import save_training_case
 
         case, _plane, update = self.evaluate(landmarksNode)
         if case["Kind"] not in KINDS:

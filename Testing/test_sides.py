@@ -125,7 +125,7 @@ def test_angles_given_side_wins_over_the_tag_and_is_flagged(phantom, tmp_path, c
 
 
 def test_evaluate_manifest_side_wins_over_the_tag_and_is_flagged(phantom, tmp_path, capsys):
-    from KneeAlignmentLib.evaluation import find_cases
+    from KneeAlignmentLib.datasets import find_cases
 
     folder, row = phantom
     data = tmp_path / "data"

@@ -1124,12 +1124,13 @@ def test_slicer_and_the_command_line_give_the_network_the_same_pixels(module, sc
     """The same file, loaded into Slicer (any window/level) or read by `kneealign measure`: identical pixels,
     hence identical landmarks (the pipeline is deterministic)."""
     from dicom_factory import write_dx
+    from KneeAlignmentLib.datasets import write_image16
     from KneeAlignmentLib.imageio import read_radiograph
-    from KneeAlignmentLib.phantom.dataset import render_case, write_png16
+    from KneeAlignmentLib.phantom.dataset import render_case
 
     case = render_case("preop", 3, 0, (160, 128))
     if name == "png":
-        path = write_png16(tmp_path / "knee.png", case.display)
+        path = write_image16(tmp_path / "knee.png", case.display)
     elif name == "windowed dicom":  # a VOI window that clips: min-max of the voxels would differ
         path = write_dx(tmp_path / "knee.dcm", case.display, bits_stored=case.bits_stored, pixel_spacing=(0.3, 0.3),
                         window=(2000.0, 1500.0), photometric="MONOCHROME1")
@@ -1215,7 +1216,7 @@ def test_exports_write_the_current_corrected_values(module, scene, tmp_path):
     import csv
     import json
 
-    from KneeAlignmentLib.evaluation import find_cases
+    from KneeAlignmentLib.datasets import find_cases
 
     volume, node, points_px = _case(scene, "preop")
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", "Results")

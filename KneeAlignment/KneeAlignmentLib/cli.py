@@ -244,7 +244,7 @@ def _add_demo(sub):
 
 def _cmd_demo(args) -> int:
     from .batch import BatchOptions, discover_inputs, run_batch
-    from .evaluation import find_cases
+    from .datasets import find_cases
     from .geometry import compute_alignment
     from .measurement import format_measurement
     from .pipeline import ModelSet
@@ -406,19 +406,20 @@ def _cmd_evaluate(args) -> int:
     import json as json_mod
 
     from . import evaluation
+    from .datasets import DatasetError, find_cases
     from .pipeline import ModelSet
 
-    cases = evaluation.find_cases(args.data)
+    cases = find_cases(args.data)
     notes = [f"data: {args.data.name}"]
     if args.split:
         try:
             wanted = set(json_mod.loads(args.split.read_text(encoding="utf-8"))[args.subset])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise evaluation.DatasetError(f"cannot read the {args.subset} list of {args.split} ({exc})") from exc
+            raise DatasetError(f"cannot read the {args.subset} list of {args.split} ({exc})") from exc
         cases = [c for c in cases if c.case_id in wanted]
         if len(cases) != len(wanted):
-            raise evaluation.DatasetError(f"{args.split}: {len(wanted) - len(cases)} {args.subset} cases are not "
-                                          f"in {args.data}")
+            raise DatasetError(f"{args.split}: {len(wanted) - len(cases)} {args.subset} cases are not "
+                               f"in {args.data}")
         notes.append(f"{args.subset} subset of {args.split.name}")
     models = ModelSet.load(args.models_dir, device=args.device)
     notes.append("models: " + ", ".join(f"{m.info.role} {m.info.model_id}"
