@@ -268,35 +268,24 @@ class KneeAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def ensureDependencies(self) -> bool:
         """First-use install, with consent: torch by the PyTorch extension (it knows the GPU), the rest by pip;
-        nothing is fetched when the versions fit. False when the user declined; raises on failure."""
+        nothing is fetched when the versions fit (KneeAlignmentLib.dependencies). False when the user declined."""
         import importlib.util
 
-        from KneeAlignmentLib.dependencies import install_plan, unmet_requirements
+        from KneeAlignmentLib.dependencies import ensure_requirements
 
-        unmet = unmet_requirements()
-        if not unmet:
-            return True
-        plan = install_plan(unmet, pytorch_extension=importlib.util.find_spec("PyTorchUtils") is not None)
-        if plan.problem:
-            raise RuntimeError(plan.problem)
-        if not slicer.util.confirmOkCancelDisplay(
-                _("Knee Alignment needs additional Python packages for inference. Installing them needs a network "
-                  "connection and may take several minutes. Install now?"),
-                _("Install Python packages"), detailedText=plan.details):
-            return False
-        if plan.torch_specifier is not None:
+        def installTorch(specifier: str) -> bool:
             import PyTorchUtils  # the PyTorch extension's module
 
             torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=plan.torch_specifier) is None:
-                raise RuntimeError(_("PyTorch was not installed."))
-        for requirement in plan.pip:
-            slicer.util.pip_install(requirement)
-        remaining = unmet_requirements()
-        if remaining:
-            raise RuntimeError(_("Still missing after installation (restart Slicer and try again):\n{items}").format(
-                items="\n".join(str(u) for u in remaining)))
-        return True
+            return torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=specifier) is not None
+
+        return ensure_requirements(
+            pytorch_extension=importlib.util.find_spec("PyTorchUtils") is not None,
+            consent=lambda details: slicer.util.confirmOkCancelDisplay(
+                _("Knee Alignment needs additional Python packages for inference. Installing them needs a network "
+                  "connection and may take several minutes. Install now?"),
+                _("Install Python packages"), detailedText=details),
+            install_torch=installTorch, pip_install=slicer.util.pip_install)
 
     # --- exports -------------------------------------------------------------------------
 
@@ -459,13 +448,18 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
                                       side=side, side_source=f"DICOM {source}" if side else None)
 
     @staticmethod
+    def _dicomUids(volumeNode) -> list:
+        """The DICOM database instances a volume was loaded from (none without the DICOM module's database)."""
+        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
+        return uids if getattr(slicer, "dicomDatabase", None) is not None else []
+
+    @staticmethod
     def sourceFile(volumeNode):
         """The file a volume was loaded from (a single DICOM instance, or its storage node's file), or None
         when it has none or was modified since."""
-        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
-        database = getattr(slicer, "dicomDatabase", None)
-        if len(uids) == 1 and database is not None:
-            return database.fileForInstance(uids[0]) or None
+        uids = KneeAlignmentLogic._dicomUids(volumeNode)
+        if len(uids) == 1:
+            return slicer.dicomDatabase.fileForInstance(uids[0]) or None
         storage = volumeNode.GetStorageNode()
         if storage is None or not storage.GetFileName() or volumeNode.GetModifiedSinceRead():
             return None
@@ -474,11 +468,10 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     @staticmethod
     def dicomLaterality(volumeNode) -> dict:
         """{keyword: value} of the DICOM laterality attributes of a volume loaded by the DICOM module."""
-        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
-        database = getattr(slicer, "dicomDatabase", None)  # set by the DICOM module
-        if not uids or database is None:
+        uids = KneeAlignmentLogic._dicomUids(volumeNode)
+        if not uids:
             return {}
-        return {keyword: database.instanceValue(uids[0], tag) for keyword, tag in LATERALITY_TAGS.items()}
+        return {keyword: slicer.dicomDatabase.instanceValue(uids[0], tag) for keyword, tag in LATERALITY_TAGS.items()}
 
     @staticmethod
     def markupsNode(node):
@@ -796,18 +789,12 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         return write_case_json(path, document)
 
     @staticmethod
-    def _dicomInstances(volumeNode) -> int:
-        """How many DICOM database instances a volume was loaded from (0 when none or without the database)."""
-        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
-        return len(uids) if getattr(slicer, "dicomDatabase", None) is not None else 0
-
-    @staticmethod
     def dicomSrProblem(landmarksNode) -> str:
         """Why a case cannot be exported as DICOM SR ("" when it can, unless its landmarks were corrected;
         KneeAlignmentLib.case_record)."""
         from KneeAlignmentLib.case_record import dicom_sr_problem
 
-        instances = KneeAlignmentLogic._dicomInstances(landmarksNode.GetNodeReference(VOLUME_ROLE))
+        instances = len(KneeAlignmentLogic._dicomUids(landmarksNode.GetNodeReference(VOLUME_ROLE)))
         return dicom_sr_problem(KneeAlignmentLogic.caseRecord(landmarksNode), instances)
 
     def exportDicomSr(self, landmarksNode, path):
@@ -818,10 +805,9 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
         volume = landmarksNode.GetNodeReference(VOLUME_ROLE)
         plane = ImagePlane.from_ijk_to_ras(self._ijkToRas(volume))
-        measurement = sr_measurement(self.caseRecord(landmarksNode), self._dicomInstances(volume),
-                                     self.markupsNode(landmarksNode), plane)
-        uid = volume.GetAttribute("DICOM.instanceUIDs").split()[0]
-        return write_measurement_sr(path, measurement, source_reference(slicer.dicomDatabase.fileForInstance(uid)))
+        uids = self._dicomUids(volume)
+        measurement = sr_measurement(self.caseRecord(landmarksNode), len(uids), self.markupsNode(landmarksNode), plane)
+        return write_measurement_sr(path, measurement, source_reference(slicer.dicomDatabase.fileForInstance(uids[0])))
 
     @staticmethod
     def saveLandmarks(landmarksNode, path) -> None:
