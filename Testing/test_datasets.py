@@ -20,6 +20,7 @@ from KneeAlignmentLib.datasets import (
     find_cases,
     next_case_stem,
     save_training_case,
+    training_schema,
     write_image16,
 )
 from KneeAlignmentLib.errors import MarkupsError
@@ -118,6 +119,12 @@ def test_bad_arguments(tmp_path):
         save_training_case(tmp_path, radiograph, schema, points, image_format="jpeg")
     with pytest.raises(ValueError, match="plain file name"):
         save_training_case(tmp_path, radiograph, schema, points, stem="../escape")
+
+
+def test_only_a_full_landmark_set_is_a_training_case():
+    assert training_schema("postop") == load_schema("postop")
+    with pytest.raises(ValueError, match=r"full landmark set \(preop or postop\); manual points cannot be saved"):
+        training_schema("manual")
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ __all__ = [
     "find_cases",
     "next_case_stem",
     "save_training_case",
+    "training_schema",
     "write_image16",
     "write_manifest",
 ]
@@ -307,6 +308,18 @@ def next_case_stem(folder: str | os.PathLike[str]) -> str:
     folder = Path(folder)
     numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _STEM.match(p.name))] if folder.is_dir() else []
     return f"case-{max(numbers, default=0) + 1:04d}"
+
+
+def training_schema(kind: str) -> LandmarkSchema:
+    """The schema a case of this landmark kind is saved with; training needs a full (pre-op or post-op) set.
+
+    Raises:
+        ValueError: any other kind, e.g. manual points.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"a training case needs the full landmark set ({' or '.join(KINDS)}); {kind} points "
+                         f"cannot be saved as one")
+    return load_schema(kind)
 
 
 def save_training_case(folder: str | os.PathLike[str], radiograph: Radiograph, schema: LandmarkSchema,
