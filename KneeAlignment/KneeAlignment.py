@@ -804,10 +804,10 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         return dicom_sr_problem(landmarksNode.GetAttribute(PREFIX + "Source") or "", instances, edited)
 
     def exportDicomSr(self, landmarksNode, path):
-        """The model's unedited result as a Comprehensive SR in the radiograph's study (KneeAlignmentLib.dicomwrite)."""
+        """The model's unedited result as a Comprehensive SR in the radiograph's study (dicom_results)."""
         from KneeAlignmentLib.case_results import edited_landmarks
         from KneeAlignmentLib.case_view import read_points
-        from KneeAlignmentLib.dicomwrite import source_reference, write_measurement_sr
+        from KneeAlignmentLib.dicom_results import source_reference, write_measurement_sr
         from KneeAlignmentLib.markups import ImagePlane
         from KneeAlignmentLib.measurement import Measurement
 

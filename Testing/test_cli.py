@@ -100,7 +100,7 @@ def test_angles_bad_file(tmp_path, capsys):
 def test_info_reports_spacing_and_side_without_identifiers(tmp_path, capsys):
     stored = (np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) * 7) % 4096
     dx = write_dx(tmp_path / "knee.dcm", stored, photometric="MONOCHROME1", bits_stored=12,
-                  imager_pixel_spacing=(0.15, 0.15), magnification=1.2, image_laterality="L")
+                  imager_spacing_mm=(0.15, 0.15), magnification=1.2, image_laterality="L")
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"\x00garbage" * 10)
     code, out, _ = run(capsys, "info", dx, junk, "--json")

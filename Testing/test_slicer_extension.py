@@ -1131,7 +1131,7 @@ def test_slicer_and_the_command_line_give_the_network_the_same_pixels(module, sc
     if name == "png":
         path = write_png16(tmp_path / "knee.png", case.display)
     elif name == "windowed dicom":  # a VOI window that clips: min-max of the voxels would differ
-        path = write_dx(tmp_path / "knee.dcm", case.display, bits_stored=case.bits_stored, pixel_spacing=(0.3, 0.3),
+        path = write_dx(tmp_path / "knee.dcm", case.display, bits_stored=case.bits_stored, spacing_mm=(0.3, 0.3),
                         window=(2000.0, 1500.0), photometric="MONOCHROME1")
     else:
         path = MODULE_DIR / "Resources" / "Examples" / name
@@ -1245,7 +1245,7 @@ def test_dicom_sr_export_of_an_unedited_model_result(module, scene, tmp_path, mo
     monkeypatch.setattr(module.KneeAlignmentLogic, "modelsFolder",
                         staticmethod(lambda: save_models(tmp_path / "models", kinds=("preop",))))
     volume, own_points, _ = _case(scene, "preop")
-    source = write_dx(tmp_path / "knee.dcm", volume.array[0].astype(np.uint16), pixel_spacing=SPACING)
+    source = write_dx(tmp_path / "knee.dcm", volume.array[0].astype(np.uint16), spacing_mm=SPACING)
     uid = str(pydicom.dcmread(source).SOPInstanceUID)
 
     class Database:
