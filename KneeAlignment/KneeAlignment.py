@@ -489,7 +489,7 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         import numpy as np
 
         from KneeAlignmentLib.markups import MarkupsNode
-        from KneeAlignmentLib.volume import flip_ras_lps
+        from KneeAlignmentLib.markups import flip_ras_lps
 
         count = node.GetNumberOfControlPoints()
         positionsLps = flip_ras_lps(slicer.util.arrayFromMarkupsControlPoints(node, world=True).reshape(count, 3))
@@ -713,7 +713,7 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     def _writeMarkup(self, node, markup) -> None:
         """Name, positions (LPS -> RAS), labels, descriptions, lock state and display of a core MarkupsNode."""
-        from KneeAlignmentLib.volume import flip_ras_lps
+        from KneeAlignmentLib.markups import flip_ras_lps
 
         node.SetName(markup.name)
         slicer.util.updateMarkupsControlPointsFromArray(node, flip_ras_lps(markup.positions_lps))

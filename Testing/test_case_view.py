@@ -25,9 +25,8 @@ from KneeAlignmentLib.case_view import (
 )
 from KneeAlignmentLib.errors import GeometryError, MarkupsError
 from KneeAlignmentLib.geometry import AXIS_COLORS, atfa_angle_points_px, compute_alignment
-from KneeAlignmentLib.markups import ImagePlane, MarkupsNode, read_markups, write_markups
+from KneeAlignmentLib.markups import ImagePlane, MarkupsNode, flip_ras_lps, read_markups, write_markups
 from KneeAlignmentLib.schema import KINDS, example_landmarks_px, load_schema
-from KneeAlignmentLib.volume import flip_ras_lps
 
 SLICER_SCHEMA = json.loads((Path(__file__).parent / "data" / "markups-schema-v1.0.3.json").read_text())
 

@@ -35,9 +35,9 @@ import numpy as np
 from .errors import MarkupsError
 from .geometry import AXIS_COLORS, Alignment, atfa_angle_points_px, compute_alignment
 from .manual_points import KIND as MANUAL, alignment_from_manual_points
-from .markups import Display, ImagePlane, MarkupsNode, angle_node, fiducial_node, landmarks_px, line_node
+from .markups import Display, ImagePlane, MarkupsNode, angle_node, fiducial_node, flip_ras_lps, landmarks_px, line_node
 from .schema import KINDS, LandmarkSchema, load_schema
-from .volume import flip_ras_lps
+
 
 __all__ = [
     "DEFINING_DISPLAY",
