@@ -582,13 +582,15 @@ def mm_per_px(spacing_mm) -> np.ndarray:
     return np.array([spacing_mm[1], spacing_mm[0]], dtype=np.float64)
 
 
-def outside_image(points_px, shape: tuple[int, int]) -> np.ndarray:
+def outside_image(points_px, shape: tuple[int, int], margin_px: float = 0.0) -> np.ndarray:
     """(K,) True where a point (K, 2) lies beyond an (H, W) image's area [-0.5, W - 0.5] x
-    [-0.5, H - 0.5] (pixel centres at integers); NaN points count as inside."""
+    [-0.5, H - 0.5] (pixel centres at integers) shrunk by ``margin_px`` on every side;
+    NaN points count as inside."""
     points = np.asarray(points_px, dtype=np.float64)
     h, w = shape
     x, y = points[:, 0], points[:, 1]
-    return (x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5)
+    return ((x < -0.5 + margin_px) | (x > w - 0.5 - margin_px)
+            | (y < -0.5 + margin_px) | (y > h - 0.5 - margin_px))
 
 
 def _deg(value: float | None, note: str = "") -> str | None:
