@@ -54,6 +54,7 @@ class KneeAlignment(ScriptedLoadableModule):
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
         self.parent.dependencies = []
         self.parent.contributors = ["KneeAlignment contributors"]
+        from KneeAlignmentLib import DISCLAIMER  # a constant: the package's __init__ imports nothing
         self.parent.helpText = _("""
 <p>Measures knee alignment on an AP knee radiograph: the anatomical tibiofemoral angle (aTFA,
 valgus positive) by two axis definitions, FTS (lines fitted through the femoral and tibial
@@ -69,9 +70,8 @@ read from its file as the command line reads it: window/level does not change th
 phantom only, not on patient images; their accuracy on real radiographs is unknown until they are
 validated on clinical data. Import other model bundles in Settings. <b>Load example
 radiographs</b> loads two phantoms (a pre-op and a post-op knee) to try the module on.</p>
-<p><b>Research use only. Not for clinical use.</b></p>
 <p>See the <a href="https://github.com/kneealignment/SlicerKneeAlignment">extension documentation</a>.</p>
-""")
+""") + f"<p><b>{DISCLAIMER}</b></p>\n"
         self.parent.acknowledgementText = _("The landmark scheme and the two-stage landmark detector follow arXiv "
                                             "2506.18209; the module layout, the 3D Slicer scripted module template.")
 

@@ -19,7 +19,7 @@ from pydicom.uid import SecondaryCaptureImageStorage
 
 from dicom_factory import FAKE_IDENTIFIERS
 from dicom_factory import write_dx as write_test_dx
-from KneeAlignmentLib import cli
+from KneeAlignmentLib import DISCLAIMER, cli
 from KneeAlignmentLib.batch import SUMMARY_FILE, read_summary
 from KneeAlignmentLib.dicom_dx import full_range_window, write_dx
 from KneeAlignmentLib.dicom_results import CODING_SCHEME, source_reference, write_measurement_sr, write_overlay_sc
@@ -179,6 +179,7 @@ def test_sc_carries_the_overlay_into_the_source_study(tmp_path, make_source):
     assert (sc.PatientID, str(sc.PatientName)) == (original.PatientID, str(original.PatientName))
     assert sc.Laterality == "R" and list(sc.PatientOrientation) == ["L", "F"]
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == original.SOPInstanceUID
+    assert sc.ImageComments == DISCLAIMER
     assert dciodvfy_errors(path) == []
     with pytest.raises(ValueError, match="uint8"):
         write_overlay_sc(tmp_path / "x.dcm", rgb.astype(np.float32), known_measurement(), source_reference(source))

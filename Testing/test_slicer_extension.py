@@ -337,8 +337,11 @@ def test_help_text_says_what_how_on_what_data_and_not_for_clinical_use():
     texts = [n.value for n in ast.walk(module) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
     help_text = max(texts, key=len)
     for phrase in ("anatomical tibiofemoral angle", "FTS", "FNTS", "stacked hourglass", "synthetic radiographs",
-                   "phantom", "Not for clinical use", "Drag any landmark", "manual mode"):
+                   "phantom", "Drag any landmark", "manual mode"):
         assert phrase in help_text, phrase
+    [assignment] = [n for n in ast.walk(module) if isinstance(n, ast.Assign)
+                    and ast.unparse(n.targets[0]) == "self.parent.helpText"]
+    assert "DISCLAIMER" in {n.id for n in ast.walk(assignment.value) if isinstance(n, ast.Name)}  # the core's wording
 
 
 # ------------------------------------------------------------------------- core package

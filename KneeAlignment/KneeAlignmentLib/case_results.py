@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import DISCLAIMER, __version__
 from .atomicio import write_atomic
 from .geometry import Alignment, mm_per_px
-from .measurement import INTENDED_USE, Measurement
+from .measurement import Measurement
 
 __all__ = [
     "COLUMNS",
@@ -186,7 +186,7 @@ def case_document(row: Mapping[str, float | str], alignment: Alignment, *, schem
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "software": {"name": "kneealignment", "version": __version__},
-        "intended_use": INTENDED_USE,
+        "intended_use": DISCLAIMER,
         "result": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()},
         "spacing_mm": None if spacing_mm is None else [float(v) for v in spacing_mm],
         "landmarks": {"schema": schema, "names": list(names), "points_px": points_px.tolist(),

@@ -40,7 +40,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
-from . import __version__
+from . import DISCLAIMER, __version__
 from .dicom_dx import save_dataset
 from .errors import ImageReadError
 from .imageio import quiet_pydicom
@@ -223,6 +223,7 @@ def write_overlay_sc(path: str | os.PathLike[str], rgb: np.ndarray, measurement,
         sc.Laterality = ""  # Type 2C for a paired body part: present, value unknown
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.BurnedInAnnotation = "NO"  # only measurement text is drawn, no identifiers
+    sc.ImageComments = DISCLAIMER  # also drawn in the picture
     sc.DerivationDescription = "Landmarks, axes and aTFA drawn over the source radiograph by KneeAlignment"
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
