@@ -203,7 +203,7 @@ class KneeAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showUpdate(self, update, error) -> None:
         """Called by the logic after each recompute: the new values, or why there are none."""
-        from KneeAlignmentLib.geometry import format_alignment
+        from KneeAlignmentLib.case_view import format_alignment
 
         self.ui.summaryLabel.text = format_alignment(update.alignment) if update else ""
         self.ui.statusLabel.text = str(error) if error else ""

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from KneeAlignmentLib.errors import GeometryError
+from KneeAlignmentLib.case_view import format_alignment
 from KneeAlignmentLib.geometry import (
     NEUTRAL_TOLERANCE_DEG,
     Alignment,
     alignment_label,
     atfa_from_defining_points,
     compute_alignment,
-    format_alignment,
     infer_side,
     outside_image,
 )

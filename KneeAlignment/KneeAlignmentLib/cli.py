@@ -92,7 +92,7 @@ def measure_landmark_file(path: Path, schema_kind="auto", side=None, spacing_mm=
 
 
 def _cmd_angles(args) -> int:
-    from . import geometry
+    from .case_view import format_alignment
     from .markups import ImagePlane
 
     if (args.image is None) != (args.overlay is None):
@@ -123,7 +123,7 @@ def _cmd_angles(args) -> int:
                      "intended_use": DISCLAIMER, **alignment.to_dict()})
     else:
         print(f"{args.landmarks.name}  ({schema.kind} schema, side from {side_source})")
-        print(geometry.format_alignment(alignment))
+        print(format_alignment(alignment))
         print(DISCLAIMER)
     return 0
 

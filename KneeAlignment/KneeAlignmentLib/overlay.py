@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from . import DISCLAIMER
 from .atomicio import atomic_output
-from .geometry import AXIS_COLORS
+from .case_view import AXIS_COLORS
 from .qc_thresholds import DEFAULT as DEFAULT_QC  # weak landmarks are drawn as red crosses
 from .schema import load_schema
 
