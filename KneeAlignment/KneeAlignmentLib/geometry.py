@@ -540,7 +540,7 @@ def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
 
 
-# --- formatting -----------------------------------------------------------------------
+# --- arrays, image bounds and the angle markup -----------------------------------------
 
 def readonly_array(array) -> np.ndarray:
     """A private float64 copy that cannot be written: for arrays held by frozen dataclasses."""
