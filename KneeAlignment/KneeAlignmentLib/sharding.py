@@ -1,4 +1,4 @@
-"""This process's place among processes started by ``torchrun`` (or any launcher): the one torchrun context.
+"""The torchrun context: this process's place among those ``torchrun`` (or any launcher) started.
 
 The launcher sets RANK, WORLD_SIZE and LOCAL_RANK (and MASTER_ADDR / MASTER_PORT for
 the rendezvous); :meth:`Shard.from_env` reads them, :meth:`Shard.device` picks the
