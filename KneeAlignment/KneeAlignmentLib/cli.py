@@ -13,10 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import DISCLAIMER, __version__
 from .errors import KneeAlignmentError
 
-NOT_CLINICAL = "Research software: not for clinical use."
 EXAMPLES = Path(__file__).resolve().parent / "data" / "examples"  # annotated examples (schema template)
 EXAMPLE_RADIOGRAPHS = Path(__file__).resolve().parent.parent / "Resources" / "Examples"  # phantom DICOMs
 
@@ -80,7 +79,8 @@ def _add_angles(sub):
 
 
 def _cmd_angles(args) -> int:
-    from . import geometry, markups
+    from . import markups
+    from .case_view import format_alignment
     from .measurement import measure_points
     from .schema import kind_for_labels, load_schema
 
@@ -114,14 +114,14 @@ def _cmd_angles(args) -> int:
         # qc_flags only when raised: the output of an unflagged case is unchanged
         _print_json({"file": args.landmarks.name, "schema": schema.kind, "schema_version": schema.version,
                      "side_source": side_source, "software": f"kneealignment {__version__}",
-                     "intended_use": NOT_CLINICAL, **alignment.to_dict(),
+                     "intended_use": DISCLAIMER, **alignment.to_dict(),
                      **({"qc_flags": [dataclasses.asdict(f) for f in flags]} if flags else {})})
     else:
         print(f"{args.landmarks.name}  ({schema.kind} schema, side from {side_source})")
-        print(geometry.format_alignment(alignment))
+        print(format_alignment(alignment))
         for flag in flags:
             print(f"  flagged {flag.code}: {flag.message}")
-        print(NOT_CLINICAL)
+        print(DISCLAIMER)
     return 0
 
 
@@ -245,16 +245,15 @@ def _add_demo(sub):
 def _cmd_demo(args) -> int:
     from .batch import BatchOptions, discover_inputs, run_batch
     from .datasets import find_cases
-    from .geometry import compute_alignment
-    from .measurement import format_measurement
+    from .measurement import format_measurement, measure_points
     from .pipeline import ModelSet
 
     cases = find_cases(EXAMPLE_RADIOGRAPHS)  # each DICOM with its true landmarks (.mrk.json)
     truth = {}
     for case in cases:
-        item = case.load()
-        truth[case.image_path.name] = compute_alignment(item.points_px, item.schema, item.side,
-                                                         item.radiograph.spacing_mm)
+        item = case.load()  # its side decided there
+        truth[case.image_path.name] = measure_points(item.points_px, item.schema, side=item.side,
+                                                     spacing_mm=item.radiograph.spacing_mm).alignment
     models = ModelSet.load(args.models_dir, device=args.device)
 
     def report(record) -> None:
@@ -268,7 +267,7 @@ def _cmd_demo(args) -> int:
     options = BatchOptions(keep_names=True, workers=0, progress=False)  # phantoms: no patient names
     summary = run_batch(discover_inputs([c.image_path for c in cases]), models, args.out, options, on_case=report)
     print(f"results and overlays (<case>.png): {args.out}/ (summary.csv lists the cases)")
-    print(NOT_CLINICAL)
+    print(DISCLAIMER)
     return 1 if summary.failed else 0
 
 
@@ -361,7 +360,7 @@ def _cmd_measure(args) -> int:
         if args.json:
             _print_json(printed)
         else:
-            print(NOT_CLINICAL)
+            print(DISCLAIMER)
     elif args.json:
         _print_json({"inputs": len(inputs), "counts": counts, "summary": str(args.out / SUMMARY_FILE),
                      "images_per_s": round(summary.images_per_s, 3), "processes": shard.world})
@@ -370,7 +369,7 @@ def _cmd_measure(args) -> int:
         print(f"{len(inputs)} inputs: {counts['ok']} ok, {counts['flagged']} flagged, {counts['error']} errors, "
               f"{counts['skipped']} skipped ({counts['resumed']} done before){rate if summary.measured else ''}")
         print(f"summary: {args.out / SUMMARY_FILE}")
-        print(NOT_CLINICAL)
+        print(DISCLAIMER)
     return 1 if summary.failed else 0
 
 
@@ -439,7 +438,7 @@ def _cmd_evaluate(args) -> int:
     if args.model == "auto":
         print(f"pre-op/post-op decided right: {100 * summary['kind_accuracy']:.1f}%")
     print(f"report: {args.out / 'report.md'}")
-    print(NOT_CLINICAL)
+    print(DISCLAIMER)
     return 0
 
 
@@ -481,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kneealign",
         description="Knee alignment on AP knee radiographs: anatomical tibiofemoral angle (aTFA) "
-                    "by the FTS and FNTS methods from femur, tibia and fibula landmarks. " + NOT_CLINICAL)
+                    "by the FTS and FNTS methods from femur, tibia and fibula landmarks. " + DISCLAIMER)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for add in (_add_demo, _add_angles, _add_info, _add_schema, _add_synth, _add_measure, _add_evaluate,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import DISCLAIMER
 from .datasets import AnnotatedImage
 from .measurement import measure_points
 from .qc import ordered
@@ -230,7 +231,8 @@ def _pair(case: AnnotatedImage, m) -> CaseResult:
     flags = ordered([*case.side_flags, *m.qc_flags])
     return CaseResult(
         case_id=case.case_id, kind=case.schema.kind, side_true=case.side, side_pred=m.side, kind_pred=m.kind,
-        status="flagged" if flags else "ok", qc_flags=tuple(f.code for f in flags), spacing_mm=case.radiograph.spacing_mm, truth_px=case.points_px,
+        status="flagged" if flags else "ok", qc_flags=tuple(f.code for f in flags),
+        spacing_mm=case.radiograph.spacing_mm, truth_px=case.points_px,
         pred_px=np.array(m.landmarks.points_px) if same_schema else None,
         atfa_true={"fts": truth.atfa_fts_deg, "fnts": truth.atfa_fnts_deg},
         atfa_pred={"fts": math.nan if a is None else a.atfa_fts_deg,
@@ -382,7 +384,7 @@ def _markdown(summary: dict, title: str, notes: Sequence[str]) -> str:
         missing = value is None or (isinstance(value, float) and not math.isfinite(value))
         return "n/a" if missing else f"{value:.{digits}f}"
 
-    lines = [f"# {title}", "", f"{summary['cases']} cases. Research software: not for clinical use.", ""]
+    lines = [f"# {title}", "", f"{summary['cases']} cases. {DISCLAIMER}", ""]
     lines += [f"- {note}" for note in notes] + ([""] if notes else [])
     lines += ["## aTFA agreement with the ground truth", "",
               "| method | measured | MAD (deg) | bias (deg) | 95% limits of agreement (deg) | ICC(A,1) | ICC(C,1) "

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__, markups
+from . import DISCLAIMER, __version__, markups
 from .errors import MarkupsError, MeasurementError, SchemaError
 from .geometry import Alignment, atfa_angle_points_px, compute_alignment, infer_side, mm_per_px, readonly_array
 from .known_models import PROVENANCES
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "INTENDED_USE",
     "Landmarks",
     "Measurement",
     "MeasuredPoints",
@@ -72,7 +71,6 @@ __all__ = [
 
 FORMAT = "kneealignment-measurement"
 FORMAT_VERSION = 1
-INTENDED_USE = "Research use only. Not for clinical use."
 STATUSES = ("ok", "flagged")
 
 _CSV_COLUMNS = (
@@ -256,7 +254,7 @@ class Measurement:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "software": {"name": "kneealignment", "version": self.software_version},
-            "intended_use": INTENDED_USE,
+            "intended_use": DISCLAIMER,
             "case_id": self.case_id,
             "input_name": self.input_name,
             "status": self.status,
