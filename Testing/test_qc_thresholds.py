@@ -15,7 +15,7 @@ import pytest
 
 from KneeAlignmentLib.bundle import METADATA_FILE, load_bundle, write_qc_thresholds
 from KneeAlignmentLib.errors import BundleError
-from KneeAlignmentLib.evaluation import find_cases
+from KneeAlignmentLib.datasets import find_cases
 from KneeAlignmentLib.imageio import radiograph_from_array
 from KneeAlignmentLib.phantom.dataset import generate_dataset
 from KneeAlignmentLib.pipeline import ModelSet, measure_batch

@@ -337,8 +337,11 @@ def test_help_text_says_what_how_on_what_data_and_not_for_clinical_use():
     texts = [n.value for n in ast.walk(module) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
     help_text = max(texts, key=len)
     for phrase in ("anatomical tibiofemoral angle", "FTS", "FNTS", "stacked hourglass", "synthetic radiographs",
-                   "phantom", "Not for clinical use", "Drag any landmark", "manual mode"):
+                   "phantom", "Drag any landmark", "manual mode"):
         assert phrase in help_text, phrase
+    [assignment] = [n for n in ast.walk(module) if isinstance(n, ast.Assign)
+                    and ast.unparse(n.targets[0]) == "self.parent.helpText"]
+    assert "DISCLAIMER" in {n.id for n in ast.walk(assignment.value) if isinstance(n, ast.Name)}  # the core's wording
 
 
 # ------------------------------------------------------------------------- core package
@@ -986,7 +989,7 @@ def test_point_list_becomes_a_case_with_axes_angles_and_a_table_row(module, scen
     assert alignment.side == "R"  # no DICOM laterality: detected from the fibula
     assert alignment.atfa_fts_deg == pytest.approx(expected.atfa_fts_deg, abs=1e-9)
     assert node.GetAttribute("KneeAlignment.Kind") == kind
-    assert node.GetAttribute("KneeAlignment.SideSource") == "detected"
+    assert node.GetAttribute("KneeAlignment.SideSource") == "anatomy (fibula is lateral)"
     for method in ("FTS", "FNTS"):
         angle = _by_role(node, f"Angle.{method}")
         assert angle.class_name == "vtkMRMLMarkupsAngleNode" and angle.angle_mode == "OrientedSigned"
@@ -1059,7 +1062,7 @@ def test_dragging_a_landmark_recomputes_throttled_and_at_the_end(module, scene, 
     assert not node.observers and not logic._timer.isActive()
 
 
-def test_manual_points_are_placed_in_order_and_give_the_same_angles(module, scene):
+def test_manual_points_are_placed_in_order_and_give_the_same_angles(module, scene, tmp_path):
     from KneeAlignmentLib.geometry import compute_alignment
     from KneeAlignmentLib.manual_points import MANUAL_POINTS
     from KneeAlignmentLib.schema import load_schema
@@ -1093,6 +1096,9 @@ def test_manual_points_are_placed_in_order_and_give_the_same_angles(module, scen
     assert _by_role(manual, "Angle.FNTS").GetAngleDegrees() == pytest.approx(expected.atfa_fnts_deg, abs=1e-9)
     assert table.GetColumnByName("schema").GetValue(0) == "manual"
     assert _by_role(manual, "DefiningPoints") is None  # the user's points are the defining points
+    with pytest.raises(ValueError, match="manual points cannot be saved as one"):
+        logic.saveTrainingCase(manual, tmp_path / "dataset")
+    assert not (tmp_path / "dataset").exists()
 
 
 def test_volume_without_a_file_is_measured_whatever_its_display_with_its_dicom_side(module, scene, monkeypatch):
@@ -1124,14 +1130,15 @@ def test_slicer_and_the_command_line_give_the_network_the_same_pixels(module, sc
     """The same file, loaded into Slicer (any window/level) or read by `kneealign measure`: identical pixels,
     hence identical landmarks (the pipeline is deterministic)."""
     from dicom_factory import write_dx
+    from KneeAlignmentLib.datasets import write_image16
     from KneeAlignmentLib.imageio import read_radiograph
-    from KneeAlignmentLib.phantom.dataset import render_case, write_png16
+    from KneeAlignmentLib.phantom.dataset import render_case
 
     case = render_case("preop", 3, 0, (160, 128))
     if name == "png":
-        path = write_png16(tmp_path / "knee.png", case.display)
+        path = write_image16(tmp_path / "knee.png", case.display)
     elif name == "windowed dicom":  # a VOI window that clips: min-max of the voxels would differ
-        path = write_dx(tmp_path / "knee.dcm", case.display, bits_stored=case.bits_stored, pixel_spacing=(0.3, 0.3),
+        path = write_dx(tmp_path / "knee.dcm", case.display, bits_stored=case.bits_stored, spacing_mm=(0.3, 0.3),
                         window=(2000.0, 1500.0), photometric="MONOCHROME1")
     else:
         path = MODULE_DIR / "Resources" / "Examples" / name
@@ -1215,7 +1222,7 @@ def test_exports_write_the_current_corrected_values(module, scene, tmp_path):
     import csv
     import json
 
-    from KneeAlignmentLib.evaluation import find_cases
+    from KneeAlignmentLib.datasets import find_cases
 
     volume, node, points_px = _case(scene, "preop")
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", "Results")
@@ -1245,7 +1252,7 @@ def test_dicom_sr_export_of_an_unedited_model_result(module, scene, tmp_path, mo
     monkeypatch.setattr(module.KneeAlignmentLogic, "modelsFolder",
                         staticmethod(lambda: save_models(tmp_path / "models", kinds=("preop",))))
     volume, own_points, _ = _case(scene, "preop")
-    source = write_dx(tmp_path / "knee.dcm", volume.array[0].astype(np.uint16), pixel_spacing=SPACING)
+    source = write_dx(tmp_path / "knee.dcm", volume.array[0].astype(np.uint16), spacing_mm=SPACING)
     uid = str(pydicom.dcmread(source).SOPInstanceUID)
 
     class Database:
@@ -1275,7 +1282,11 @@ def test_dicom_sr_export_of_an_unedited_model_result(module, scene, tmp_path, mo
     assert not (tmp_path / "sr2.dcm").exists()
 
 
-def test_a_self_test_that_cannot_run_is_reported_as_skipped_never_as_passed(module, tmp_path, monkeypatch):
+def test_a_self_test_that_cannot_run_fails_naming_what_is_missing_in_both_slicer_runners(module, tmp_path,
+                                                                                        monkeypatch):
+    """Reload and Test calls runTest() directly (an exception is the failure it shows); CTest's
+    slicer.testing.runUnitTest runs each test_ method with unittest and passes when wasSuccessful(), which a
+    skip would be. So a part that cannot run fails, never passes or skips."""
     from KneeAlignmentLib.errors import BundleError
 
     def no_models(self):
@@ -1284,11 +1295,33 @@ def test_a_self_test_that_cannot_run_is_reported_as_skipped_never_as_passed(modu
     shown = []
     monkeypatch.setattr(module.KneeAlignmentLogic, "modelPaths", no_models)
     monkeypatch.setattr(module.KneeAlignmentTest, "delayDisplay", lambda self, message, msec=None: shown.append(message))
+    raised = None
+    try:
+        module.KneeAlignmentTest().runTest()  # as ScriptedLoadableModule.runTest does
+    except Exception as exc:  # unittest.SkipTest included: pytest would report that as a skip, not a failure
+        raised = exc
+    assert type(raised) is AssertionError
+    assert str(raised) == "model inference NOT tested: no usable models: no models installed"
+    assert shown.count("Test passed") == 3  # the parts that can run ran first
+
+    with open(tmp_path / "log.txt", "w") as log:  # as slicer.testing.runUnitTest does
+        suite = unittest.TestLoader().loadTestsFromTestCase(module.KneeAlignmentTest)
+        result = unittest.TextTestRunner(stream=log, verbosity=2).run(suite)
+    assert not result.wasSuccessful() and not result.skipped and not result.errors
+    assert [test.id().rsplit(".", 1)[1] for test, _ in result.failures] == ["test_ModelInference"]
+    assert "no models installed" in result.failures[0][1]
+
+
+def test_a_self_test_without_the_inference_packages_fails_naming_them(module, tmp_path, monkeypatch):
+    from KneeAlignmentLib import dependencies
+
+    unmet = [dependencies.Unmet(dependencies.INFERENCE_REQUIREMENTS[0], None)]
+    monkeypatch.setattr(dependencies, "unmet_requirements", lambda: unmet)
     with open(tmp_path / "log.txt", "w") as log:
-        result = unittest.TextTestRunner(stream=log, verbosity=2).run(module.KneeAlignmentTest("runTest"))
-    assert not result.errors and not result.failures
-    assert len(result.skipped) == 1 and "no models installed" in result.skipped[0][1]
-    assert shown.count("Test passed") == 3 and any("NOT tested" in message for message in shown)
+        result = unittest.TextTestRunner(stream=log).run(module.KneeAlignmentTest("test_ModelInference"))
+    assert len(result.failures) == 1 and not result.skipped
+    assert f"model inference NOT tested: Python packages needed (Apply offers to install them): {unmet[0]}" in \
+        result.failures[0][1]
 
 
 def test_the_slicer_self_test_passes_against_the_stand_ins(module, tmp_path, monkeypatch):

@@ -22,7 +22,8 @@ import math
 import numpy as np
 import torch
 
-from KneeAlignmentLib.evaluation import AnnotatedImage, evaluate, find_cases, summarize
+from KneeAlignmentLib.datasets import AnnotatedImage, find_cases
+from KneeAlignmentLib.evaluation import evaluate, summarize
 from KneeAlignmentLib.imageio import radiograph_from_array
 from KneeAlignmentLib.phantom.xray import gaussian_blur
 from KneeAlignmentLib.pipeline import ModelSet
