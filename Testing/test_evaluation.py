@@ -14,7 +14,7 @@ import pytest
 
 from annotated_factory import knee_points, write_case, write_dataset
 from KneeAlignmentLib import cli
-from KneeAlignmentLib.bundle import save_bundle
+from KneeAlignmentLib.bundle.format import save_bundle
 from KneeAlignmentLib.errors import MarkupsError
 from KneeAlignmentLib.evaluation import (
     AnnotatedCase,

@@ -19,8 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .atomicio import atomic_output
+from .bundle.thresholds import DEFAULT as DEFAULT_QC  # weak landmarks are drawn as red crosses
 from .geometry import AXIS_COLORS
-from .qc_thresholds import DEFAULT as DEFAULT_QC  # weak landmarks are drawn as red crosses
 from .schema import load_schema
 
 NOT_CLINICAL = "Research use only. Not for clinical use."

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from KneeAlignmentLib.pipeline import resolve_device
+from KneeAlignmentLib.bundle.modelset import resolve_device
 
 __all__ = ["DistContext", "init_distributed", "all_sum", "barrier"]
 
