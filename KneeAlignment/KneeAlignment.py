@@ -1,18 +1,16 @@
 """Knee Alignment: 3D Slicer module measuring the anatomical tibiofemoral angle on AP knee radiographs.
 
 A thin layer between MRML nodes and the Slicer-free core ``KneeAlignmentLib``, which decides what
-to compute and to show (``case_view``, ``case_results``). The core is imported inside methods only:
-Slicer's generic tests import this file before torch exists, and ``onReload`` reloads the core.
-A *case* is a landmark point list whose attributes say how to measure it (kind, side, source, the
-model's measurement as JSON) and whose node references lead to its radiograph and derived nodes,
-so a saved scene restores every case.
+to compute and to show (``case_record``, ``case_view``, ``case_results``). The core is imported inside
+methods only: Slicer's generic tests import this file before torch exists, and ``onReload`` reloads
+the core. A *case* is a landmark point list whose attributes hold its ``case_record.CaseRecord`` and
+whose node references lead to its radiograph and derived nodes, so a saved scene restores every case.
 """
 
 import json
 import logging
 import sys
 import tempfile
-import unittest
 from pathlib import Path
 from typing import Annotated
 
@@ -34,9 +32,8 @@ INVERTED_GREY = "vtkMRMLColorTableNodeInvertedGrey"
 # MRML class of each markups type of KneeAlignmentLib.markups.
 MARKUPS_CLASSES = {"Fiducial": "vtkMRMLMarkupsFiducialNode", "Line": "vtkMRMLMarkupsLineNode",
                    "Angle": "vtkMRMLMarkupsAngleNode", "Curve": "vtkMRMLMarkupsCurveNode"}
-# Case attributes and node references on a landmark point list.
+# Namespace of a case's attributes (KneeAlignmentLib.case_record.ATTRIBUTES) and node references.
 PREFIX = "KneeAlignment."
-ATTRIBUTES = ("Kind", "Side", "SideSource", "Source", "Measurement")
 VOLUME_ROLE = PREFIX + "Volume"
 # Application settings (qt.QSettings), shared by every scene.
 MODELS_FOLDER_KEY = "KneeAlignment/ModelsFolder"
@@ -253,7 +250,7 @@ class KneeAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Measure the selected point list: a model's or manual case again as it is, any other list anew."""
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Failed to measure the point list."), waitCursor=True):
-            if self.logic.isCase(p.landmarks) and p.landmarks.GetAttribute(PREFIX + "Source") in ("model", "manual"):
+            if self.logic.isCase(p.landmarks) and self.logic.caseRecord(p.landmarks).source in ("model", "manual"):
                 self._showUpdate(self.logic.update(p.landmarks, self._table()), None)
             else:
                 self.logic.adoptLandmarks(p.inputVolume, p.landmarks, side=p.side, schema=p.model,
@@ -271,35 +268,24 @@ class KneeAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def ensureDependencies(self) -> bool:
         """First-use install, with consent: torch by the PyTorch extension (it knows the GPU), the rest by pip;
-        nothing is fetched when the versions fit. False when the user declined; raises on failure."""
+        nothing is fetched when the versions fit (KneeAlignmentLib.dependencies). False when the user declined."""
         import importlib.util
 
-        from KneeAlignmentLib.dependencies import install_plan, unmet_requirements
+        from KneeAlignmentLib.dependencies import ensure_requirements
 
-        unmet = unmet_requirements()
-        if not unmet:
-            return True
-        plan = install_plan(unmet, pytorch_extension=importlib.util.find_spec("PyTorchUtils") is not None)
-        if plan.problem:
-            raise RuntimeError(plan.problem)
-        if not slicer.util.confirmOkCancelDisplay(
-                _("Knee Alignment needs additional Python packages for inference. Installing them needs a network "
-                  "connection and may take several minutes. Install now?"),
-                _("Install Python packages"), detailedText=plan.details):
-            return False
-        if plan.torch_specifier is not None:
+        def installTorch(specifier: str) -> bool:
             import PyTorchUtils  # the PyTorch extension's module
 
             torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=plan.torch_specifier) is None:
-                raise RuntimeError(_("PyTorch was not installed."))
-        for requirement in plan.pip:
-            slicer.util.pip_install(requirement)
-        remaining = unmet_requirements()
-        if remaining:
-            raise RuntimeError(_("Still missing after installation (restart Slicer and try again):\n{items}").format(
-                items="\n".join(str(u) for u in remaining)))
-        return True
+            return torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=specifier) is not None
+
+        return ensure_requirements(
+            pytorch_extension=importlib.util.find_spec("PyTorchUtils") is not None,
+            consent=lambda details: slicer.util.confirmOkCancelDisplay(
+                _("Knee Alignment needs additional Python packages for inference. Installing them needs a network "
+                  "connection and may take several minutes. Install now?"),
+                _("Install Python packages"), detailedText=details),
+            install_torch=installTorch, pip_install=slicer.util.pip_install)
 
     # --- exports -------------------------------------------------------------------------
 
@@ -461,13 +447,18 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
                                       side=side, side_source=f"DICOM {source}" if side else None)
 
     @staticmethod
+    def _dicomUids(volumeNode) -> list:
+        """The DICOM database instances a volume was loaded from (none without the DICOM module's database)."""
+        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
+        return uids if getattr(slicer, "dicomDatabase", None) is not None else []
+
+    @staticmethod
     def sourceFile(volumeNode):
         """The file a volume was loaded from (a single DICOM instance, or its storage node's file), or None
         when it has none or was modified since."""
-        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
-        database = getattr(slicer, "dicomDatabase", None)
-        if len(uids) == 1 and database is not None:
-            return database.fileForInstance(uids[0]) or None
+        uids = KneeAlignmentLogic._dicomUids(volumeNode)
+        if len(uids) == 1:
+            return slicer.dicomDatabase.fileForInstance(uids[0]) or None
         storage = volumeNode.GetStorageNode()
         if storage is None or not storage.GetFileName() or volumeNode.GetModifiedSinceRead():
             return None
@@ -476,11 +467,10 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     @staticmethod
     def dicomLaterality(volumeNode) -> dict:
         """{keyword: value} of the DICOM laterality attributes of a volume loaded by the DICOM module."""
-        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
-        database = getattr(slicer, "dicomDatabase", None)  # set by the DICOM module
-        if not uids or database is None:
+        uids = KneeAlignmentLogic._dicomUids(volumeNode)
+        if not uids:
             return {}
-        return {keyword: database.instanceValue(uids[0], tag) for keyword, tag in LATERALITY_TAGS.items()}
+        return {keyword: slicer.dicomDatabase.instanceValue(uids[0], tag) for keyword, tag in LATERALITY_TAGS.items()}
 
     @staticmethod
     def markupsNode(node):
@@ -583,63 +573,69 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     @staticmethod
     def nextManualInstruction(node) -> str:
-        """What to place next in manual mode ("" when every point is placed)."""
-        for i in range(node.GetNumberOfControlPoints()):
-            if node.GetNthControlPointPositionStatus(i) != slicer.vtkMRMLMarkupsNode.PositionDefined:
-                return f"Place {node.GetNthControlPointLabel(i)}: {node.GetNthControlPointDescription(i)}"
-        return ""
+        """What to place next in manual mode ("" when every point is placed; KneeAlignmentLib.manual_points)."""
+        from KneeAlignmentLib.manual_points import next_instruction
+
+        markups = KneeAlignmentLogic.markupsNode(node)
+        return next_instruction(markups.labels, markups.positions_lps)
 
     @staticmethod
     def _setCase(node, volumeNode, kind, side, sideSource, source, measurementJson) -> None:
-        values = dict(zip(ATTRIBUTES, (kind, side, sideSource, source, measurementJson)))
-        for key, value in values.items():
+        from KneeAlignmentLib.case_record import CaseRecord
+
+        record = CaseRecord(kind, side, sideSource, source, measurementJson)
+        for key, value in record.to_attributes().items():
             node.SetAttribute(PREFIX + key, value)
         node.SetNodeReferenceID(VOLUME_ROLE, volumeNode.GetID())
 
     @staticmethod
     def isCase(node) -> bool:
-        return bool(node.GetAttribute(PREFIX + "Kind")) and node.GetNodeReference(VOLUME_ROLE) is not None
+        from KneeAlignmentLib.case_record import is_case
+
+        return is_case(lambda key: node.GetAttribute(PREFIX + key)) and node.GetNodeReference(VOLUME_ROLE) is not None
+
+    @staticmethod
+    def caseRecord(node):
+        """The KneeAlignmentLib.case_record.CaseRecord a point list holds; raises when it is not a case."""
+        from KneeAlignmentLib.case_record import CaseRecord
+
+        if not KneeAlignmentLogic.isCase(node):
+            raise ValueError(f"{node.GetName()!r} is not a Knee Alignment case: measure it first")
+        return CaseRecord.from_attributes(lambda key: node.GetAttribute(PREFIX + key))
 
     # --- recomputing (live correction) ---------------------------------------------------
 
     def evaluate(self, landmarksNode):
-        """(case attributes, ImagePlane, KneeAlignmentLib.case_view.CaseUpdate) from current positions.
+        """(CaseRecord, ImagePlane, KneeAlignmentLib.case_view.CaseUpdate) from current positions.
 
         Only the volume's geometry is read, not its pixels, so a drag stays smooth on large films.
         """
         from KneeAlignmentLib.case_view import recompute
         from KneeAlignmentLib.markups import ImagePlane
 
-        if not self.isCase(landmarksNode):
-            raise ValueError(f"{landmarksNode.GetName()!r} is not a Knee Alignment case: measure it first")
-        case = {key: landmarksNode.GetAttribute(PREFIX + key) or "" for key in ATTRIBUTES}
+        case = self.caseRecord(landmarksNode)
         plane = ImagePlane.from_ijk_to_ras(self._ijkToRas(landmarksNode.GetNodeReference(VOLUME_ROLE)))
-        return case, plane, recompute(self.markupsNode(landmarksNode), case["Kind"], case["Side"], plane)
+        return case, plane, recompute(self.markupsNode(landmarksNode), case.kind, case.side, plane)
 
     def update(self, landmarksNode, resultsTable=None):
         """Recompute a case from its point list and redraw its nodes and table row; returns the CaseUpdate."""
         if resultsTable is not None:
             landmarksNode.SetNodeReferenceID(PREFIX + "Table", resultsTable.GetID())
+        from KneeAlignmentLib.case_results import results_row
+
         case, _plane, update = self.evaluate(landmarksNode)
         for view in update.view:
             self._showViewNode(landmarksNode, view)
         table = landmarksNode.GetNodeReference(PREFIX + "Table")
         if table is not None:
-            self.writeTableRow(table, self._row(landmarksNode, case, update)[0])
+            self.writeTableRow(table, results_row(case, update, **self._names(landmarksNode)))
         return update
 
     @staticmethod
-    def _row(landmarksNode, case, update):
-        """(results row, the model's Measurement or None) of a case (KneeAlignmentLib.case_results)."""
-        from KneeAlignmentLib.case_results import edited_landmarks, results_row
-        from KneeAlignmentLib.measurement import Measurement
-
-        measurement = Measurement.from_json(case["Measurement"]) if case["Measurement"] else None
-        row = results_row(update.alignment, radiograph=landmarksNode.GetNodeReference(VOLUME_ROLE).GetName(),
-                          landmarks=landmarksNode.GetName(), source=case["Source"], schema=case["Kind"],
-                          side_source=case["SideSource"], measurement=measurement,
-                          edited=edited_landmarks(measurement, update.names, update.points_px))
-        return row, measurement
+    def _names(landmarksNode) -> dict:
+        """The names a case's results show: its radiograph's and its point list's."""
+        return {"radiograph": landmarksNode.GetNodeReference(VOLUME_ROLE).GetName(),
+                "landmarks": landmarksNode.GetName()}
 
     def watch(self, landmarksNode, onUpdate=None) -> None:
         """Recompute ``landmarksNode`` while it is edited: throttled during a drag, at once when it ends.
@@ -683,7 +679,7 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             update = self.update(self._watched)
         except KneeAlignmentError as exc:  # e.g. a point dragged off the plane or deleted: keep the last drawing
             error = exc
-            if self._watched.GetAttribute(PREFIX + "Kind") == "manual":
+            if self.caseRecord(self._watched).kind == "manual":
                 error = self.nextManualInstruction(self._watched) or exc
         if self._onUpdate is not None:
             self._onUpdate(update, error)
@@ -789,38 +785,29 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         from KneeAlignmentLib.case_results import case_document, write_case_json
 
         case, plane, update = self.evaluate(landmarksNode)
-        row, measurement = self._row(landmarksNode, case, update)
-        document = case_document(row, update.alignment, schema=case["Kind"], names=update.names,
-                                 points_px=update.points_px, spacing_mm=plane.spacing_mm, measurement=measurement)
+        document = case_document(case, update, **self._names(landmarksNode), spacing_mm=plane.spacing_mm)
         return write_case_json(path, document)
 
     @staticmethod
-    def dicomSrProblem(landmarksNode, edited=()) -> str:
-        """Why a case cannot be exported as DICOM SR ("" when it can; KneeAlignmentLib.case_results)."""
-        from KneeAlignmentLib.case_results import dicom_sr_problem
+    def dicomSrProblem(landmarksNode) -> str:
+        """Why a case cannot be exported as DICOM SR ("" when it can, unless its landmarks were corrected;
+        KneeAlignmentLib.case_record)."""
+        from KneeAlignmentLib.case_record import dicom_sr_problem
 
-        uids = (landmarksNode.GetNodeReference(VOLUME_ROLE).GetAttribute("DICOM.instanceUIDs") or "").split()
-        instances = len(uids) if getattr(slicer, "dicomDatabase", None) is not None else 0
-        return dicom_sr_problem(landmarksNode.GetAttribute(PREFIX + "Source") or "", instances, edited)
+        instances = len(KneeAlignmentLogic._dicomUids(landmarksNode.GetNodeReference(VOLUME_ROLE)))
+        return dicom_sr_problem(KneeAlignmentLogic.caseRecord(landmarksNode), instances)
 
     def exportDicomSr(self, landmarksNode, path):
-        """The model's unedited result as a Comprehensive SR in the radiograph's study (KneeAlignmentLib.dicomwrite)."""
-        from KneeAlignmentLib.case_results import edited_landmarks
-        from KneeAlignmentLib.case_view import read_points
+        """The model's unedited result as a Comprehensive SR in the radiograph's study (case_record, dicomwrite)."""
+        from KneeAlignmentLib.case_record import sr_measurement
         from KneeAlignmentLib.dicomwrite import source_reference, write_measurement_sr
         from KneeAlignmentLib.markups import ImagePlane
-        from KneeAlignmentLib.measurement import Measurement
 
-        volume, problem = landmarksNode.GetNodeReference(VOLUME_ROLE), self.dicomSrProblem(landmarksNode)
-        if not problem:  # a model's result: the SR may not present corrected landmarks as the model's
-            measurement = Measurement.from_json(landmarksNode.GetAttribute(PREFIX + "Measurement"))
-            plane = ImagePlane.from_ijk_to_ras(self._ijkToRas(volume))
-            names, points = read_points(self.markupsNode(landmarksNode), measurement.kind, plane)
-            problem = self.dicomSrProblem(landmarksNode, edited_landmarks(measurement, names, points))
-        if problem:
-            raise ValueError(problem)
-        uid = volume.GetAttribute("DICOM.instanceUIDs").split()[0]
-        return write_measurement_sr(path, measurement, source_reference(slicer.dicomDatabase.fileForInstance(uid)))
+        volume = landmarksNode.GetNodeReference(VOLUME_ROLE)
+        plane = ImagePlane.from_ijk_to_ras(self._ijkToRas(volume))
+        uids = self._dicomUids(volume)
+        measurement = sr_measurement(self.caseRecord(landmarksNode), len(uids), self.markupsNode(landmarksNode), plane)
+        return write_measurement_sr(path, measurement, source_reference(slicer.dicomDatabase.fileForInstance(uids[0])))
 
     @staticmethod
     def saveLandmarks(landmarksNode, path) -> None:
@@ -830,14 +817,12 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     def saveTrainingCase(self, landmarksNode, folder):
         """Image + current landmarks as the next case of a training dataset folder (neutral file names)."""
-        from KneeAlignmentLib.schema import KINDS, load_schema
-        from KneeAlignmentLib.training_case import save_training_case
+        from KneeAlignmentLib.training_case import save_training_case, training_schema
 
         case, _plane, update = self.evaluate(landmarksNode)
-        if case["Kind"] not in KINDS:
-            raise ValueError("a training case needs the full landmark set; manual points cannot be saved as one")
+        schema = training_schema(case.kind)
         image = self.volumeImage(landmarksNode.GetNodeReference(VOLUME_ROLE))
-        return save_training_case(folder, image.radiograph, load_schema(case["Kind"]), update.points_px)
+        return save_training_case(folder, image.radiograph, schema, update.points_px)
 
 
 class KneeAlignmentTest(ScriptedLoadableModuleTest):
@@ -847,18 +832,11 @@ class KneeAlignmentTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        skipped = []
         for test in (self.test_MeasurePointList, self.test_DragRecomputes, self.test_ManualMode,
                      self.test_ModelInference):
             self.setUp()
-            try:
-                test()
-                self.delayDisplay("Test passed")
-            except unittest.SkipTest as exc:  # what could not run is reported, never passed
-                self.delayDisplay(f"NOT tested: {exc}")
-                skipped.append(str(exc))
-        if skipped:
-            self.skipTest("; ".join(skipped))
+            test()
+            self.delayDisplay("Test passed")
 
     def _phantomCase(self, kind, withPointList=True):
         """(volume, true-landmark point list, (K, 2) true px, side, truth, IJK-to-RAS) of a small phantom knee."""
@@ -970,17 +948,23 @@ class KneeAlignmentTest(ScriptedLoadableModuleTest):
         self.assertAlmostEqual(angle.GetAngleDegrees(), expected.atfa_fnts_deg, delta=0.01)
 
     def test_ModelInference(self):
-        """The bundled pre-op example loaded, Apply with Auto, aTFA within 3 degrees of the truth, every export."""
+        """The bundled pre-op example loaded, Apply with Auto, aTFA within 3 degrees of the truth, every export.
+
+        What it needs but lacks fails it, naming what is missing: Slicer's runners have no skip (Reload and
+        Test calls runTest directly, and the CTest runner counts a skipped test as passed).
+        """
         from KneeAlignmentLib.dependencies import unmet_requirements
         from KneeAlignmentLib.errors import BundleError
 
-        if unmet_requirements():
-            raise unittest.SkipTest("model inference: PyTorch/MONAI are not installed")
+        unmet = unmet_requirements()
+        if unmet:
+            self.fail("model inference NOT tested: Python packages needed (Apply offers to install them): "
+                      + "; ".join(str(u) for u in unmet))
         logic = KneeAlignmentLogic()
         try:
             logic.modelPaths()
         except BundleError as exc:
-            raise unittest.SkipTest(f"model inference: {exc}") from exc
+            self.fail(f"model inference NOT tested: no usable models: {exc}")
         volume = logic.loadExamples(Path(__file__).resolve().parent / "Resources" / "Examples")[1]  # postop, preop
         stages, table = [], logic.newResultsTable()
         node = logic.measure(volume, model="Auto", device="CPU", resultsTable=table,

@@ -7,7 +7,12 @@ import pytest
 
 from KneeAlignmentLib.errors import MarkupsError
 from KneeAlignmentLib.geometry import compute_alignment
-from KneeAlignmentLib.manual_points import MANUAL_POINTS, alignment_from_manual_points, split_manual_points
+from KneeAlignmentLib.manual_points import (
+    MANUAL_POINTS,
+    alignment_from_manual_points,
+    next_instruction,
+    split_manual_points,
+)
 from KneeAlignmentLib.schema import example_landmarks_px, load_schema
 
 SCHEMA = load_schema("preop")
@@ -34,6 +39,18 @@ def test_template_is_the_guided_placement_order():
     assert labels == ["femoral_shaft_centre_1", "femoral_shaft_centre_2", "femoral_notch", "tibial_spine_centre",
                       "tibial_shaft_centre_1", "tibial_shaft_centre_2"]
     assert all(len(p.description) > 20 for p in MANUAL_POINTS)
+
+
+def test_the_next_instruction_names_the_first_unplaced_point_in_list_order():
+    labels, points = placed()
+    unplaced = points.copy()
+    unplaced[[2, 4]] = np.nan
+    assert next_instruction(labels, unplaced) == f"Place femoral_notch: {MANUAL_POINTS[2].description}"
+    assert next_instruction(labels, np.full((6, 3), np.nan)).startswith(
+        "Place femoral_shaft_centre_1: Femoral shaft centre, proximal")  # LPS positions too
+    assert next_instruction(labels, points) == ""
+    added = [*labels, "femoral_shaft_centre_3"]  # a point the user added: no template instruction
+    assert next_instruction(added, np.vstack([points, [np.nan, np.nan]])) == "Place femoral_shaft_centre_3"
 
 
 def test_all_shaft_centres_give_the_landmark_angles():

@@ -1059,7 +1059,7 @@ def test_dragging_a_landmark_recomputes_throttled_and_at_the_end(module, scene, 
     assert not node.observers and not logic._timer.isActive()
 
 
-def test_manual_points_are_placed_in_order_and_give_the_same_angles(module, scene):
+def test_manual_points_are_placed_in_order_and_give_the_same_angles(module, scene, tmp_path):
     from KneeAlignmentLib.geometry import compute_alignment
     from KneeAlignmentLib.manual_points import MANUAL_POINTS
     from KneeAlignmentLib.schema import load_schema
@@ -1093,6 +1093,9 @@ def test_manual_points_are_placed_in_order_and_give_the_same_angles(module, scen
     assert _by_role(manual, "Angle.FNTS").GetAngleDegrees() == pytest.approx(expected.atfa_fnts_deg, abs=1e-9)
     assert table.GetColumnByName("schema").GetValue(0) == "manual"
     assert _by_role(manual, "DefiningPoints") is None  # the user's points are the defining points
+    with pytest.raises(ValueError, match="manual points cannot be saved as one"):
+        logic.saveTrainingCase(manual, tmp_path / "dataset")
+    assert not (tmp_path / "dataset").exists()
 
 
 def test_volume_without_a_file_is_measured_whatever_its_display_with_its_dicom_side(module, scene, monkeypatch):
@@ -1277,7 +1280,11 @@ def test_dicom_sr_export_of_an_unedited_model_result(module, scene, tmp_path, mo
     assert not (tmp_path / "sr2.dcm").exists()
 
 
-def test_a_self_test_that_cannot_run_is_reported_as_skipped_never_as_passed(module, tmp_path, monkeypatch):
+def test_a_self_test_that_cannot_run_fails_naming_what_is_missing_in_both_slicer_runners(module, tmp_path,
+                                                                                        monkeypatch):
+    """Reload and Test calls runTest() directly (an exception is the failure it shows); CTest's
+    slicer.testing.runUnitTest runs each test_ method with unittest and passes when wasSuccessful(), which a
+    skip would be. So a part that cannot run fails, never passes or skips."""
     from KneeAlignmentLib.errors import BundleError
 
     def no_models(self):
@@ -1286,11 +1293,33 @@ def test_a_self_test_that_cannot_run_is_reported_as_skipped_never_as_passed(modu
     shown = []
     monkeypatch.setattr(module.KneeAlignmentLogic, "modelPaths", no_models)
     monkeypatch.setattr(module.KneeAlignmentTest, "delayDisplay", lambda self, message, msec=None: shown.append(message))
+    raised = None
+    try:
+        module.KneeAlignmentTest().runTest()  # as ScriptedLoadableModule.runTest does
+    except Exception as exc:  # unittest.SkipTest included: pytest would report that as a skip, not a failure
+        raised = exc
+    assert type(raised) is AssertionError
+    assert str(raised) == "model inference NOT tested: no usable models: no models installed"
+    assert shown.count("Test passed") == 3  # the parts that can run ran first
+
+    with open(tmp_path / "log.txt", "w") as log:  # as slicer.testing.runUnitTest does
+        suite = unittest.TestLoader().loadTestsFromTestCase(module.KneeAlignmentTest)
+        result = unittest.TextTestRunner(stream=log, verbosity=2).run(suite)
+    assert not result.wasSuccessful() and not result.skipped and not result.errors
+    assert [test.id().rsplit(".", 1)[1] for test, _ in result.failures] == ["test_ModelInference"]
+    assert "no models installed" in result.failures[0][1]
+
+
+def test_a_self_test_without_the_inference_packages_fails_naming_them(module, tmp_path, monkeypatch):
+    from KneeAlignmentLib import dependencies
+
+    unmet = [dependencies.Unmet(dependencies.INFERENCE_REQUIREMENTS[0], None)]
+    monkeypatch.setattr(dependencies, "unmet_requirements", lambda: unmet)
     with open(tmp_path / "log.txt", "w") as log:
-        result = unittest.TextTestRunner(stream=log, verbosity=2).run(module.KneeAlignmentTest("runTest"))
-    assert not result.errors and not result.failures
-    assert len(result.skipped) == 1 and "no models installed" in result.skipped[0][1]
-    assert shown.count("Test passed") == 3 and any("NOT tested" in message for message in shown)
+        result = unittest.TextTestRunner(stream=log).run(module.KneeAlignmentTest("test_ModelInference"))
+    assert len(result.failures) == 1 and not result.skipped
+    assert f"model inference NOT tested: Python packages needed (Apply offers to install them): {unmet[0]}" in \
+        result.failures[0][1]
 
 
 def test_the_slicer_self_test_passes_against_the_stand_ins(module, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from KneeAlignmentLib.errors import MarkupsError
 from KneeAlignmentLib.evaluation import find_cases
 from KneeAlignmentLib.imageio import radiograph_from_array
 from KneeAlignmentLib.schema import example_landmarks_px, load_schema
-from KneeAlignmentLib.training_case import next_case_stem, save_training_case
+from KneeAlignmentLib.training_case import next_case_stem, save_training_case, training_schema
 
 SHAPE = (160, 128)
 
@@ -110,3 +110,9 @@ def test_bad_arguments(tmp_path):
         save_training_case(tmp_path, radiograph, schema, points, image_format="jpeg")
     with pytest.raises(ValueError, match="plain file name"):
         save_training_case(tmp_path, radiograph, schema, points, stem="../escape")
+
+
+def test_only_a_full_landmark_set_is_a_training_case():
+    assert training_schema("postop") == load_schema("postop")
+    with pytest.raises(ValueError, match=r"full landmark set \(preop or postop\); manual points cannot be saved"):
+        training_schema("manual")

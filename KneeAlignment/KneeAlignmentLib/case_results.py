@@ -1,9 +1,7 @@
 """Results of a knee measured in the Slicer module: the table row, CSV and JSON exports.
 
-A case's landmarks come from the model (``source`` "model"), from the model and then
-corrected by the user ("model, corrected": the moved landmarks are listed), from a
-point list the user brought ("landmarks") or from manual placement ("manual"). The
-results table holds one row per case; its columns (:data:`COLUMNS`) are the CSV header.
+The results table holds one row per case (what a case records and where its landmarks
+came from: ``case_record``); its columns (:data:`COLUMNS`) are the CSV header.
 The JSON document keeps the current result and, beside it, the model's original
 measurement, so a corrected value never hides what the model said.
 
@@ -27,18 +25,17 @@ import numpy as np
 
 from . import __version__
 from .atomicio import write_atomic
-from .geometry import Alignment, mm_per_px
-from .measurement import INTENDED_USE, Measurement
+from .case_record import SOURCES, CaseRecord, edited_landmarks
+from .case_view import CaseUpdate
+from .geometry import mm_per_px
+from .measurement import INTENDED_USE
 
 __all__ = [
     "COLUMNS",
     "FORMAT",
     "FORMAT_VERSION",
-    "SOURCES",
     "Column",
     "case_document",
-    "dicom_sr_problem",
-    "edited_landmarks",
     "results_row",
     "write_case_json",
     "write_results_csv",
@@ -46,8 +43,6 @@ __all__ = [
 
 FORMAT = "kneealignment-slicer-case"
 FORMAT_VERSION = 1
-SOURCES = ("model", "model, corrected", "landmarks", "manual")
-EDIT_TOLERANCE_PX = 0.01  # a landmark moved less than this (rounding in RAS <-> px) is not edited
 
 
 @dataclass(frozen=True)
@@ -88,54 +83,20 @@ _ALIGNMENT_NUMBERS = ("atfa_fts_deg", "atfa_fnts_deg", "aldfa_deg", "mpta_deg", 
                       "jsw_medial_mm", "femoral_component_alpha_deg", "tibial_component_beta_deg")
 
 
-def edited_landmarks(measurement: Measurement | None, names: Sequence[str], points_px: Any) -> tuple[str, ...]:
-    """Names of the landmarks (K, 2) px that differ from where the model put them (in schema order).
+def results_row(record: CaseRecord, update: CaseUpdate, *, radiograph: str, landmarks: str
+                ) -> dict[str, float | str]:
+    """The results-table row of a case as measured now, keyed by :data:`COLUMNS` names, in their order.
 
-    Empty without a measurement or when the names are not the model's landmarks.
+    Landmarks moved since the model placed them are listed, and the source then reads
+    "model, corrected" (``case_record``). ``radiograph``/``landmarks``: the names shown.
     """
-    if measurement is None or measurement.landmarks is None or tuple(names) != measurement.landmarks.names:
-        return ()
-    moved = np.hypot(*(np.asarray(points_px, float) - measurement.landmarks.points_px).T) > EDIT_TOLERANCE_PX
-    return tuple(name for name, m in zip(names, moved) if m)
-
-
-def dicom_sr_problem(source: str, dicom_instances: int, edited: Sequence[str] = ()) -> str:
-    """Why a case cannot be exported as DICOM SR ("" when it can).
-
-    Args:
-        source: the case's source ("model", "landmarks", "manual").
-        dicom_instances: how many DICOM instances its radiograph came from (0: not from the
-            DICOM database; an SR refers to exactly one image).
-        edited: names of landmarks corrected since the model placed them: an SR names the
-            algorithm as the observer, so corrected values are not its result.
-    """
-    if source != "model":
-        return "DICOM SR export describes a model's result; this case has none (manual or your own points)."
-    if dicom_instances != 1:
-        return "DICOM SR export needs a radiograph loaded from the DICOM database (one image)."
-    if edited:
-        return (f"landmarks {', '.join(edited)} were corrected; a DICOM SR must not present corrected values as "
-                f"the model's. Export the case as JSON or CSV instead.")
-    return ""
-
-
-def results_row(alignment: Alignment, *, radiograph: str, landmarks: str, source: str, schema: str,
-                side_source: str, measurement: Measurement | None = None,
-                edited: Sequence[str] = ()) -> dict[str, float | str]:
-    """The results-table row of one case, keyed by :data:`COLUMNS` names, in their order.
-
-    ``source`` "model" becomes "model, corrected" when ``edited`` names landmarks.
-    """
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    edited = tuple(edited)
-    if source == "model" and edited:
-        source = "model, corrected"
+    alignment, measurement = update.alignment, record.measurement()
+    edited = edited_landmarks(measurement, update.names, update.points_px)
     values: dict[str, Any] = {name: getattr(alignment, name) for name in _ALIGNMENT_NUMBERS}
     values |= {
-        "radiograph": radiograph, "landmarks": landmarks, "source": source, "schema": schema,
-        "label_fts": alignment.label_fts, "label_fnts": alignment.label_fnts,
-        "side": alignment.side, "side_source": side_source,
+        "radiograph": radiograph, "landmarks": landmarks, "source": record.reported_source(edited),
+        "schema": record.kind, "label_fts": alignment.label_fts, "label_fnts": alignment.label_fnts,
+        "side": alignment.side, "side_source": record.side_source,
         "status": measurement.status if measurement else "",
         "qc_flags": ";".join(measurement.flag_codes) if measurement else "",
         "models": ";".join(m.label for m in measurement.models) if measurement else "",
@@ -165,10 +126,9 @@ def write_results_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, 
     return write_atomic(path, buffer.getvalue())
 
 
-def case_document(row: Mapping[str, float | str], alignment: Alignment, *, schema: str, names: Sequence[str],
-                  points_px: Any, spacing_mm: tuple[float, float] | None,
-                  measurement: Measurement | None = None) -> dict[str, Any]:
-    """The JSON document of one case: the current result and the model's original measurement.
+def case_document(record: CaseRecord, update: CaseUpdate, *, radiograph: str, landmarks: str,
+                  spacing_mm: tuple[float, float] | None) -> dict[str, Any]:
+    """The JSON document of one case: the current result (:func:`results_row`) and the model's original measurement.
 
     Layout::
 
@@ -178,7 +138,8 @@ def case_document(row: Mapping[str, float | str], alignment: Alignment, *, schem
          "alignment": geometry.Alignment.to_dict(),
          "inference": measurement.Measurement.to_dict() | null}
     """
-    points_px = np.asarray(points_px, dtype=np.float64)
+    row = results_row(record, update, radiograph=radiograph, landmarks=landmarks)
+    names, points_px, measurement = update.names, np.asarray(update.points_px, dtype=np.float64), record.measurement()
     if points_px.shape != (len(names), 2):
         raise ValueError(f"{len(names)} names need points of shape ({len(names)}, 2), got {points_px.shape}")
     scale = None if spacing_mm is None else mm_per_px(spacing_mm)
@@ -189,9 +150,9 @@ def case_document(row: Mapping[str, float | str], alignment: Alignment, *, schem
         "intended_use": INTENDED_USE,
         "result": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()},
         "spacing_mm": None if spacing_mm is None else [float(v) for v in spacing_mm],
-        "landmarks": {"schema": schema, "names": list(names), "points_px": points_px.tolist(),
+        "landmarks": {"schema": record.kind, "names": list(names), "points_px": points_px.tolist(),
                       "points_mm": None if scale is None else (points_px * scale).tolist()},
-        "alignment": alignment.to_dict(),
+        "alignment": update.alignment.to_dict(),
         "inference": None if measurement is None else measurement.to_dict(),
     }
 

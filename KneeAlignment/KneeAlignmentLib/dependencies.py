@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-__all__ = ["INFERENCE_REQUIREMENTS", "InstallPlan", "Requirement", "Unmet", "install_plan", "installed_version",
-           "unmet_requirements"]
+__all__ = ["INFERENCE_REQUIREMENTS", "InstallPlan", "Requirement", "Unmet", "ensure_requirements", "install_plan",
+           "installed_version", "unmet_requirements"]
 
 
 @dataclass(frozen=True)
@@ -125,3 +125,41 @@ def install_plan(unmet: Sequence[Unmet], *, pytorch_extension: bool) -> InstallP
         problem=problem,
         details="\n".join(str(u) for u in unmet),
     )
+
+
+def ensure_requirements(*, pytorch_extension: bool, consent: Callable[[str], bool],
+                        install_torch: Callable[[str], bool], pip_install: Callable[[str], object],
+                        unmet: Callable[[], Sequence[Unmet]] = unmet_requirements) -> bool:
+    """The first-use install in Slicer: nothing when the versions fit; else, with consent, :func:`install_plan`.
+
+    Args:
+        pytorch_extension: whether Slicer's PyTorch extension is installed.
+        consent: ``consent(details)`` asks the user (one line per unmet requirement); True installs.
+        install_torch: ``install_torch(specifier)`` by the PyTorch extension; False when it installed nothing.
+        pip_install: ``pip_install(requirement)``, one requirement string.
+        unmet: the check, run before and after installing.
+
+    Returns:
+        True when every requirement is met, False when the user declined.
+
+    Raises:
+        RuntimeError: the plan's problem (nothing is installed then), PyTorch not installed,
+            or requirements still unmet afterwards.
+    """
+    missing = unmet()
+    if not missing:
+        return True
+    plan = install_plan(missing, pytorch_extension=pytorch_extension)
+    if plan.problem:
+        raise RuntimeError(plan.problem)
+    if not consent(plan.details):
+        return False
+    if plan.torch_specifier is not None and not install_torch(plan.torch_specifier):
+        raise RuntimeError("PyTorch was not installed.")
+    for requirement in plan.pip:
+        pip_install(requirement)
+    remaining = unmet()
+    if remaining:
+        raise RuntimeError("Still missing after installation (restart Slicer and try again):\n"
+                           + "\n".join(str(u) for u in remaining))
+    return True

@@ -4,6 +4,7 @@ Six points, placed in this order (Slicer's guided placement fills them one after
 other): two femoral shaft centres, the femoral notch, the tibial spine centre, two tibial
 shaft centres. More shaft centres may be added with the same label prefix and any number
 (``femoral_shaft_centre_3``); the FTS axes are fitted through all of them.
+:func:`next_instruction` is what the user is told to place next.
 :func:`alignment_from_manual_points` turns the labelled points into the same aTFA (FTS and
 FNTS) as the landmark path, through :func:`geometry.atfa_from_defining_points`.
 
@@ -25,7 +26,8 @@ import numpy as np
 from .errors import MarkupsError
 from .geometry import Alignment, atfa_from_defining_points
 
-__all__ = ["KIND", "MANUAL_POINTS", "ManualPoint", "alignment_from_manual_points", "split_manual_points"]
+__all__ = ["KIND", "MANUAL_POINTS", "ManualPoint", "alignment_from_manual_points", "next_instruction",
+           "split_manual_points"]
 
 KIND = "manual"  # the "schema" a manual point list reports (results table, exports)
 FEMORAL_SHAFT = "femoral_shaft_centre"
@@ -55,6 +57,22 @@ MANUAL_POINTS: tuple[ManualPoint, ...] = (
     ManualPoint(f"{TIBIAL_SHAFT}_2", "Tibial shaft centre, distal: midway between the cortices, as low on the "
                                      "tibial shaft as the image shows"),
 )
+
+_INSTRUCTIONS = {p.label: p.description for p in MANUAL_POINTS}
+
+
+def next_instruction(labels: Sequence[str], points: Any) -> str:
+    """What to place next: "Place <label>: <instruction>" for the first point without a position ("" when all are).
+
+    Args:
+        labels: the point list's labels, in its order.
+        points: (N, 2) px or (N, 3) mm of those points; a NaN row is a point not placed yet.
+    """
+    placed = np.isfinite(np.asarray(points, dtype=np.float64)).all(axis=1)
+    label = next((label for label, ok in zip(labels, placed) if not ok), None)
+    if label is None:
+        return ""
+    return f"Place {label}: {_INSTRUCTIONS[label]}" if label in _INSTRUCTIONS else f"Place {label}"
 
 
 def split_manual_points(labels: Sequence[str], points_px: Any, *, where: str = "manual points"

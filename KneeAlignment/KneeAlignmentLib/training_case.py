@@ -35,9 +35,10 @@ from .errors import MarkupsError
 from .geometry import outside_image
 from .imageio import Radiograph
 from .markups import ImagePlane, write_landmarks
-from .schema import LandmarkSchema
+from .schema import KINDS, LandmarkSchema, load_schema
 
-__all__ = ["IMAGE_FORMATS", "MARKUPS_SUFFIX", "TrainingCase", "next_case_stem", "save_training_case"]
+__all__ = ["IMAGE_FORMATS", "MARKUPS_SUFFIX", "TrainingCase", "next_case_stem", "save_training_case",
+           "training_schema"]
 
 IMAGE_FORMATS = ("png", "nrrd")
 MARKUPS_SUFFIX = ".mrk.json"
@@ -59,6 +60,18 @@ def next_case_stem(folder: str | os.PathLike[str]) -> str:
     folder = Path(folder)
     numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _STEM.match(p.name))] if folder.is_dir() else []
     return f"case-{max(numbers, default=0) + 1:04d}"
+
+
+def training_schema(kind: str) -> LandmarkSchema:
+    """The schema a case of this landmark kind is saved with; training needs a full (pre-op or post-op) set.
+
+    Raises:
+        ValueError: any other kind, e.g. manual points.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"a training case needs the full landmark set ({' or '.join(KINDS)}); {kind} points "
+                         f"cannot be saved as one")
+    return load_schema(kind)
 
 
 def save_training_case(folder: str | os.PathLike[str], radiograph: Radiograph, schema: LandmarkSchema,
