@@ -51,6 +51,7 @@ class KneeAlignment(ScriptedLoadableModule):
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
         self.parent.dependencies = []
         self.parent.contributors = ["KneeAlignment contributors"]
+        from KneeAlignmentLib import DISCLAIMER  # a constant: the package's __init__ imports nothing
         self.parent.helpText = _("""
 <p>Measures knee alignment on an AP knee radiograph: the anatomical tibiofemoral angle (aTFA,
 valgus positive) by two axis definitions, FTS (lines fitted through the femoral and tibial
@@ -66,9 +67,8 @@ read from its file as the command line reads it: window/level does not change th
 phantom only, not on patient images; their accuracy on real radiographs is unknown until they are
 validated on clinical data. Import other model bundles in Settings. <b>Load example
 radiographs</b> loads two phantoms (a pre-op and a post-op knee) to try the module on.</p>
-<p><b>Research use only. Not for clinical use.</b></p>
 <p>See the <a href="https://github.com/kneealignment/SlicerKneeAlignment">extension documentation</a>.</p>
-""")
+""") + f"<p><b>{DISCLAIMER}</b></p>\n"
         self.parent.acknowledgementText = _("The landmark scheme and the two-stage landmark detector follow arXiv "
                                             "2506.18209; the module layout, the 3D Slicer scripted module template.")
 
@@ -200,7 +200,7 @@ class KneeAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showUpdate(self, update, error) -> None:
         """Called by the logic after each recompute: the new values, or why there are none."""
-        from KneeAlignmentLib.geometry import format_alignment
+        from KneeAlignmentLib.case_view import format_alignment
 
         self.ui.summaryLabel.text = format_alignment(update.alignment) if update else ""
         self.ui.statusLabel.text = str(error) if error else ""
@@ -478,7 +478,7 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         import numpy as np
 
         from KneeAlignmentLib.markups import MarkupsNode
-        from KneeAlignmentLib.volume import flip_ras_lps
+        from KneeAlignmentLib.markups import flip_ras_lps
 
         count = node.GetNumberOfControlPoints()
         positionsLps = flip_ras_lps(slicer.util.arrayFromMarkupsControlPoints(node, world=True).reshape(count, 3))
@@ -709,7 +709,7 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     def _writeMarkup(self, node, markup) -> None:
         """Name, positions (LPS -> RAS), labels, descriptions, lock state and display of a core MarkupsNode."""
-        from KneeAlignmentLib.volume import flip_ras_lps
+        from KneeAlignmentLib.markups import flip_ras_lps
 
         node.SetName(markup.name)
         slicer.util.updateMarkupsControlPointsFromArray(node, flip_ras_lps(markup.positions_lps))
@@ -798,9 +798,9 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         return dicom_sr_problem(KneeAlignmentLogic.caseRecord(landmarksNode), instances)
 
     def exportDicomSr(self, landmarksNode, path):
-        """The model's unedited result as a Comprehensive SR in the radiograph's study (case_record, dicomwrite)."""
+        """The model's unedited result as a Comprehensive SR in the radiograph's study (case_record, dicom_results)."""
         from KneeAlignmentLib.case_record import sr_measurement
-        from KneeAlignmentLib.dicomwrite import source_reference, write_measurement_sr
+        from KneeAlignmentLib.dicom_results import source_reference, write_measurement_sr
         from KneeAlignmentLib.markups import ImagePlane
 
         volume = landmarksNode.GetNodeReference(VOLUME_ROLE)

@@ -53,7 +53,7 @@ def write_case(folder: Path, stem: str, kind: str, points_px: np.ndarray, *, fmt
     else:
         image = folder / f"{stem}.dcm"
         spacing = (spacing_mm, spacing_mm)
-        write_dx(image, stored, pixel_spacing=spacing, image_laterality=laterality)
+        write_dx(image, stored, spacing_mm=spacing, image_laterality=laterality)
         plane = ImagePlane.identity(spacing)
     mrk = write_landmarks(folder / f"{stem}.mrk.json", load_schema(kind).names, points_px, plane)
     return image, mrk

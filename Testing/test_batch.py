@@ -38,7 +38,7 @@ def case_id(key: str) -> str:
 def dicom(path: Path, seed: int, shape=(96, 80), **tags) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     stored = (np.random.default_rng(seed).random(shape) * 4095).astype(np.uint16)
-    return write_dx(path, stored, bits_stored=12, pixel_spacing=(0.5, 0.5), **tags)
+    return write_dx(path, stored, bits_stored=12, spacing_mm=(0.5, 0.5), **tags)
 
 
 def png(path: Path, seed: int, shape=(90, 70)) -> Path:

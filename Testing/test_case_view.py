@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from KneeAlignmentLib.case_view import (
+    AXIS_COLORS,
     METHODS,
     derived_view,
     landmark_node,
@@ -24,10 +25,9 @@ from KneeAlignmentLib.case_view import (
     valgus_axis_ras,
 )
 from KneeAlignmentLib.errors import GeometryError, MarkupsError
-from KneeAlignmentLib.geometry import AXIS_COLORS, atfa_angle_points_px, compute_alignment
-from KneeAlignmentLib.markups import ImagePlane, MarkupsNode, read_markups, write_markups
+from KneeAlignmentLib.geometry import atfa_angle_points_px, compute_alignment
+from KneeAlignmentLib.markups import ImagePlane, MarkupsNode, flip_ras_lps, read_markups, write_markups
 from KneeAlignmentLib.schema import KINDS, example_landmarks_px, load_schema
-from KneeAlignmentLib.volume import flip_ras_lps
 
 SLICER_SCHEMA = json.loads((Path(__file__).parent / "data" / "markups-schema-v1.0.3.json").read_text())
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dicom_factory import FAKE_IDENTIFIERS, write_dx
-from KneeAlignmentLib import __version__
+from KneeAlignmentLib import DISCLAIMER, __version__
 from KneeAlignmentLib.cli import EXAMPLES, main
 from KneeAlignmentLib.markups import ImagePlane, write_landmarks
 from KneeAlignmentLib.schema import example_landmarks_px, load_schema
@@ -34,7 +34,7 @@ def test_version_and_help(capsys):
     help_text = capsys.readouterr().out
     for command in ("demo", "angles", "info", "schema"):
         assert command in help_text
-    assert "not for clinical use" in help_text
+    assert DISCLAIMER in " ".join(help_text.split())  # argparse wraps the description
 
 
 def test_console_script_is_installed():
@@ -49,7 +49,7 @@ def test_angles_of_the_annotated_examples(capsys):
                                   (POSTOP_EXAMPLE, "4.0°  valgus", "Femoral component alpha")):
         code, out, _ = run(capsys, "angles", path)
         assert code == 0
-        assert expected in out and extra in out and "not for clinical use" in out
+        assert expected in out and extra in out and DISCLAIMER in out
 
 
 def test_angles_json_auto_schema_and_side(capsys):
@@ -100,7 +100,7 @@ def test_angles_bad_file(tmp_path, capsys):
 def test_info_reports_spacing_and_side_without_identifiers(tmp_path, capsys):
     stored = (np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) * 7) % 4096
     dx = write_dx(tmp_path / "knee.dcm", stored, photometric="MONOCHROME1", bits_stored=12,
-                  imager_pixel_spacing=(0.15, 0.15), magnification=1.2, image_laterality="L")
+                  imager_spacing_mm=(0.15, 0.15), magnification=1.2, image_laterality="L")
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"\x00garbage" * 10)
     code, out, _ = run(capsys, "info", dx, junk, "--json")

@@ -1,4 +1,4 @@
-"""Tests of the DICOM results (KneeAlignmentLib.dicomwrite: SR measurement report and overlay Secondary
+"""Tests of the DICOM results (KneeAlignmentLib.dicom_results: SR measurement report and overlay Secondary
 Capture): read back with highdicom and pydicom with the values intact, valid per dciodvfy, identifiers only
 there, and `kneealign measure --dicom-sr` end to end.
 """
@@ -19,10 +19,10 @@ from pydicom.uid import SecondaryCaptureImageStorage
 
 from dicom_factory import FAKE_IDENTIFIERS
 from dicom_factory import write_dx as write_test_dx
-from KneeAlignmentLib import cli, dicomwrite
+from KneeAlignmentLib import DISCLAIMER, cli
 from KneeAlignmentLib.batch import SUMMARY_FILE, read_summary
-from KneeAlignmentLib.dicomwrite import (CODING_SCHEME, source_reference, write_measurement_sr,
-                                         write_overlay_sc)
+from KneeAlignmentLib.dicom_dx import full_range_window, write_dx
+from KneeAlignmentLib.dicom_results import CODING_SCHEME, source_reference, write_measurement_sr, write_overlay_sc
 from KneeAlignmentLib.errors import ImageReadError
 from KneeAlignmentLib.geometry import compute_alignment
 from KneeAlignmentLib.measurement import Landmarks, Measurement, ModelInfo, QCFlag
@@ -33,16 +33,22 @@ SPACING = (0.5, 0.5)
 
 
 def source_dx(path: Path) -> Path:
-    """A DX with the test factory's made-up identifiers (it lacks some Type 2 attributes, as real files do)."""
+    """A DX with the test factory's made-up identifiers, lacking some Type 2 attributes as real files do."""
     stored = (np.random.default_rng(0).random(SHAPE) * 4095).astype(np.uint16)
-    return write_test_dx(path, stored, bits_stored=12, pixel_spacing=SPACING, image_laterality="R")
+    write_test_dx(path, stored, bits_stored=12, spacing_mm=SPACING, image_laterality="R")
+    ds = pydicom.dcmread(path)
+    for keyword in ("PatientSex", "StudyID", "StudyTime"):
+        delattr(ds, keyword)
+    ds.save_as(path)
+    return path
 
 
 def complete_dx(path: Path) -> Path:
     """A DX with every Type 1 and 2 attribute (the phantom's writer)."""
     stored = (np.random.default_rng(1).random(SHAPE) * 4095).astype(np.uint16)
-    return dicomwrite.write_dx(path, stored, imager_spacing_mm=SPACING, laterality="R", uid_entropy=["results", 1],
-                               patient_id="PHANTOM-7", patient_name="PHANTOM^7", accession_number="SYN7")
+    return write_dx(path, stored, imager_spacing_mm=SPACING, image_laterality="R", bits_stored=12, rescale=(1.0, 0.0),
+                    window=full_range_window(12), uid_entropy=["results", 1], patient_id="PHANTOM-7",
+                    patient_name="PHANTOM^7", accession_number="SYN7")
 
 
 def known_measurement(version: str = "0.0.1", flags=()) -> Measurement:
@@ -173,6 +179,7 @@ def test_sc_carries_the_overlay_into_the_source_study(tmp_path, make_source):
     assert (sc.PatientID, str(sc.PatientName)) == (original.PatientID, str(original.PatientName))
     assert sc.Laterality == "R" and list(sc.PatientOrientation) == ["L", "F"]
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == original.SOPInstanceUID
+    assert sc.ImageComments == DISCLAIMER
     assert dciodvfy_errors(path) == []
     with pytest.raises(ValueError, match="uint8"):
         write_overlay_sc(tmp_path / "x.dcm", rgb.astype(np.float32), known_measurement(), source_reference(source))

@@ -46,7 +46,7 @@ def _worker(rank: int, port: int, data: str, out: str, result: str) -> None:
     torch.set_num_threads(1)
     trainer = Trainer(_config(), [data], out, device="cpu", progress=False)
     try:
-        assert (trainer.ctx.rank, trainer.ctx.world, trainer.steps_per_epoch) == (rank, WORLD, 2)
+        assert (trainer.shard.rank, trainer.shard.world, trainer.steps_per_epoch) == (rank, WORLD, 2)
         trainer.fit()
         torch.save(trainer.network.state_dict(), Path(result) / f"rank{rank}.pt")
     finally:

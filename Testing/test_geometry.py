@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 
 from KneeAlignmentLib.errors import GeometryError
+from KneeAlignmentLib.case_view import format_alignment
 from KneeAlignmentLib.geometry import (
     NEUTRAL_TOLERANCE_DEG,
     Alignment,
     alignment_label,
     atfa_from_defining_points,
     compute_alignment,
-    format_alignment,
     infer_side,
+    outside_image,
 )
 from KneeAlignmentLib.schema import KINDS, example_landmarks_px, load_schema
 
@@ -541,3 +542,9 @@ def test_bad_defining_points_raise(change, message):
         atfa_from_defining_points(*change(*args), "R")
     with pytest.raises(GeometryError, match="side must be 'L' or 'R'"):
         atfa_from_defining_points(*args, "right")
+
+
+def test_outside_image_with_and_without_a_margin():
+    points = np.array([[-0.5, 0.0], [-0.51, 0.0], [9.5, 4.5], [9.51, 4.5], [2.0, 2.0], [np.nan, 2.0], [0.0, 5.0]])
+    assert outside_image(points, (5, 10)).tolist() == [False, True, False, True, False, False, True]
+    assert outside_image(points, (5, 10), margin_px=2.5).tolist() == [True, True, True, True, False, False, True]

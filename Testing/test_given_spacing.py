@@ -50,7 +50,7 @@ def test_measure_records_the_given_spacing_and_refuses_a_conflicting_input(tmp_p
     assert result["image"]["spacing_mm"] == [0.21, 0.22] and result["image"]["spacing_source"] == "given"
 
     dcm = write_dx(tmp_path / "knee.dcm", (np.random.default_rng(1).random((96, 80)) * 4095).astype(np.uint16),
-                   bits_stored=12, pixel_spacing=(0.5, 0.5))
+                   bits_stored=12, spacing_mm=(0.5, 0.5))
     assert cli.main([*base, str(dcm), "--spacing", "0.21", "0.22"]) == 1  # an input failed
     [failed] = json.loads(capsys.readouterr().out)
     assert failed["status"] == "error" and "contradicts the image's own 0.5 x 0.5 mm" in failed["reason"]

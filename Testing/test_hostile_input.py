@@ -22,7 +22,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_factory import FAKE_IDENTIFIERS, write_dx
+from dicom_factory import FAKE_IDENTIFIERS, write_frames
 from KneeAlignmentLib import cli
 from KneeAlignmentLib.batch import SUMMARY_FILE, BatchOptions, discover_inputs, read_summary, run_batch
 from KneeAlignmentLib.errors import ImageReadError, MarkupsError
@@ -61,7 +61,7 @@ def corpus(folder: Path) -> dict[str, str]:
     folder.mkdir(parents=True)
     expected = {name: phrase for name, (_, phrase) in damaged_files(folder).items() if name != "directory.dcm"}
     expected["source.dcm"] = expected["p.png"] = ""  # damaged_files' good sources: measured
-    frames = write_dx(folder / "frames.dcm", np.zeros((3, 16, 16), np.uint16), number_of_frames=3)
+    frames = write_frames(folder / "frames.dcm", np.zeros((3, 16, 16), np.uint16))
     expected[frames.name] = "3 frames"
     bomb = folder / "bomb.png"
     bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", bytes.fromhex("000186a0000186a00800000000"))

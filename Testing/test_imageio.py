@@ -14,7 +14,6 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
     UID,
@@ -28,7 +27,7 @@ from pydicom.uid import (
 )
 from PIL import Image
 
-from dicom_factory import FAKE_IDENTIFIERS, write_dx
+from dicom_factory import FAKE_IDENTIFIERS, write_dx, write_frames
 from KneeAlignmentLib.errors import ImageReadError
 from KneeAlignmentLib.imageio import (
     DEFAULT_MAX_PIXELS,
@@ -163,15 +162,9 @@ def test_voi_lut_functions(private_dir, function):
 
 def test_voi_lut_sequence_wins_over_window(private_dir):
     stored = knee_like(12)
-    path = write_dx(private_dir / "lut.dcm", stored, bits_stored=12, window=(100, 10))
-    ds = pydicom.dcmread(path)
     first, entries = 500, 3000
     lut = np.clip(np.arange(entries) // 2, 0, 1023).astype(np.uint16)  # 10-bit output
-    item = Dataset()
-    item.add_new("LUTDescriptor", "US", [entries, first, 10])
-    item.add_new("LUTData", "US", lut.tolist())
-    ds.VOILUTSequence = [item]
-    ds.save_as(path)
+    path = write_dx(private_dir / "lut.dcm", stored, bits_stored=12, window=(100, 10), voi_lut=(first, 10, lut))
     radiograph = read_radiograph(path)
     index = np.clip(stored.astype(np.int64) - first, 0, entries - 1)
     expected = (lut[index] - lut.min()) / (lut.max() - lut.min())
@@ -181,7 +174,8 @@ def test_voi_lut_sequence_wins_over_window(private_dir):
 
 def test_invalid_window_falls_back_to_min_max(private_dir):
     stored = knee_like(12)
-    radiograph = read_radiograph(write_dx(private_dir / "bad.dcm", stored, bits_stored=12, window=(2000, 0)))
+    path = write_dx(private_dir / "bad.dcm", stored, bits_stored=12, odd={"WindowCenter": 2000, "WindowWidth": 0})
+    radiograph = read_radiograph(path)
     np.testing.assert_allclose(radiograph.pixels, min_max(stored), atol=1e-6)
     assert radiograph.intensity_mapping == "min-max (invalid window ignored)"
 
@@ -189,12 +183,13 @@ def test_invalid_window_falls_back_to_min_max(private_dir):
 @pytest.mark.parametrize(
     ("tags", "spacing", "source"),
     [
-        (dict(pixel_spacing=(0.2, 0.1), imager_pixel_spacing=(0.3, 0.3), magnification=1.5), (0.2, 0.1), "PixelSpacing"),
-        (dict(imager_pixel_spacing=(0.15, 0.12), magnification=1.2), (0.125, 0.1),
+        (dict(spacing_mm=(0.2, 0.1), imager_spacing_mm=(0.3, 0.3), magnification=1.5), (0.2, 0.1), "PixelSpacing"),
+        (dict(imager_spacing_mm=(0.15, 0.12), magnification=1.2), (0.125, 0.1),
          "ImagerPixelSpacing / EstimatedRadiographicMagnificationFactor"),
-        (dict(imager_pixel_spacing=(0.15, 0.12)), (0.15, 0.12), "ImagerPixelSpacing"),
-        (dict(pixel_spacing=(0.0, 0.0), imager_pixel_spacing=(0.15, 0.12)), (0.15, 0.12), "ImagerPixelSpacing"),
-        (dict(imager_pixel_spacing=(0.15, 0.12), magnification=0.0), (0.15, 0.12), "ImagerPixelSpacing"),
+        (dict(imager_spacing_mm=(0.15, 0.12)), (0.15, 0.12), "ImagerPixelSpacing"),
+        (dict(imager_spacing_mm=(0.15, 0.12), odd={"PixelSpacing": [0.0, 0.0]}), (0.15, 0.12), "ImagerPixelSpacing"),
+        (dict(imager_spacing_mm=(0.15, 0.12), odd={"EstimatedRadiographicMagnificationFactor": 0.0}), (0.15, 0.12),
+         "ImagerPixelSpacing"),
         (dict(magnification=1.2), None, "none"),
         ({}, None, "none"),
     ],
@@ -238,7 +233,7 @@ def test_dicom_recognised_by_content_not_extension(private_dir):
 
 def test_info_is_json_and_free_of_identifiers(private_dir):
     path = write_dx(
-        private_dir / "i.dcm", knee_like(12), bits_stored=12, pixel_spacing=(0.14, 0.14), image_laterality="L",
+        private_dir / "i.dcm", knee_like(12), bits_stored=12, spacing_mm=(0.14, 0.14), image_laterality="L",
         transfer_syntax=RLELossless,
     )
     info = read_radiograph(path).info()
@@ -496,7 +491,7 @@ def test_dicom_without_pixel_data(private_dir):
 
 def test_multiframe_dicom(private_dir):
     frames = np.stack([knee_like(12)] * 2)
-    path = write_dx(private_dir / "mf.dcm", frames, number_of_frames=2, transfer_syntax=RLELossless)
+    path = write_frames(private_dir / "mf.dcm", frames, RLELossless)
     assert "2 frames" in read_error(path)
 
 
@@ -619,17 +614,11 @@ def test_pixels_equal_the_mapping_of_every_pixel(private_dir, case):
     top = min(info.max, 2 ** case["bits"] - 1)
     stored = rng.integers(max(info.min, -1500), top, size=(150, 130), endpoint=True).astype(case["dtype"])
     stored[:40] = stored[:40] // 7  # repeated values, gaps between them
+    lut = (200, 10, np.arange(3000)[::-1] % 1024) if case.get("voi_lut") else None  # not monotonic
     path = write_dx(private_dir / "m.dcm", stored, bits_stored=case["bits"],
                     photometric=case.get("photometric", "MONOCHROME2"), rescale=case.get("rescale"),
-                    window=case.get("window"), voi_function=case.get("voi_function"))
+                    window=case.get("window"), voi_function=case.get("voi_function", "LINEAR"), voi_lut=lut)
     ds = pydicom.dcmread(path)
-    if case.get("voi_lut"):
-        item = Dataset()
-        item.add_new("LUTDescriptor", "US", [3000, 200, 10])
-        item.add_new("LUTData", "US", (np.arange(3000)[::-1] % 1024).astype(np.uint16).tolist())  # not monotonic
-        ds.VOILUTSequence = [item]
-        ds.save_as(path)
-        ds = pydicom.dcmread(path)
     values, value_range, mapping = _modality_and_voi(ds.pixel_array, ds)
     expected = radiograph_from_array(values, value_range=value_range,
                                      invert=case.get("photometric") == "MONOCHROME1").pixels

@@ -20,6 +20,7 @@ from KneeAlignmentLib.markups import (
     MarkupsNode,
     angle_node,
     fiducial_node,
+    flip_ras_lps,
     line_node,
     read_landmarks,
     read_markups,
@@ -537,3 +538,15 @@ def test_written_files_keep_umask_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_ras_lps_flip_is_its_own_inverse_and_matches_the_plane():
+    positions = np.random.default_rng(4).normal(size=(5, 3))
+    np.testing.assert_allclose(flip_ras_lps(positions)[:, :2], -positions[:, :2])
+    np.testing.assert_allclose(flip_ras_lps(flip_ras_lps(positions)), positions)
+    ijk_to_ras = np.diag([0.2, 0.3, 1.0, 1.0])
+    ijk_to_ras[:3, 3] = (5.0, -7.0, 2.0)
+    plane = ImagePlane.from_ijk_to_ras(ijk_to_ras)
+    np.testing.assert_allclose(plane.origin_lps, flip_ras_lps(ijk_to_ras[None, :3, 3])[0])
+    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
+        flip_ras_lps(np.zeros((3, 2)))

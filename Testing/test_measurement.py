@@ -12,13 +12,12 @@ import jsonschema
 import numpy as np
 import pytest
 
-from KneeAlignmentLib import __version__, markups
+from KneeAlignmentLib import DISCLAIMER, __version__, markups
 from KneeAlignmentLib.errors import MarkupsError, MeasurementError
 from KneeAlignmentLib.geometry import compute_alignment
 from KneeAlignmentLib.measurement import (
     FORMAT,
     FORMAT_VERSION,
-    INTENDED_USE,
     Landmarks,
     Measurement,
     ModelInfo,
@@ -63,7 +62,7 @@ def test_json_round_trip_is_exact_and_versioned():
     text = m.to_json()
     data = json.loads(text)
     assert (data["format"], data["format_version"]) == (FORMAT, FORMAT_VERSION) == ("kneealignment-measurement", 1)
-    assert data["intended_use"] == INTENDED_USE == "Research use only. Not for clinical use."
+    assert data["intended_use"] == DISCLAIMER == "Research use only. Not for clinical use."
     assert data["software"] == {"name": "kneealignment", "version": __version__}
     assert (data["status"], data["reason"]) == ("flagged", "2 of 134 landmarks below 0.3: FLC00, FLC01")
     assert data["models"][1] == {"role": "local_preop", "name": "knee-preop", "version": "1.1.0",

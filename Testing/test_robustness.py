@@ -25,7 +25,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from pydicom.encaps import generate_frames
 
-from dicom_factory import FAKE_IDENTIFIERS, write_dx
+from dicom_factory import FAKE_IDENTIFIERS, write_dx, write_frames
 from KneeAlignmentLib import atomicio
 from KneeAlignmentLib.batch import MARKER_DIR, BatchOptions, discover_inputs, run_batch
 from KneeAlignmentLib.errors import ImageReadError, MarkupsError
@@ -53,7 +53,7 @@ def stored(shape, seed=0, high=4095) -> np.ndarray:
 
 
 def good_dicom(path: Path, shape=(96, 80), **tags) -> Path:
-    return write_dx(path, stored(shape), bits_stored=12, pixel_spacing=(0.5, 0.5), **tags)
+    return write_dx(path, stored(shape), bits_stored=12, spacing_mm=(0.5, 0.5), **tags)
 
 
 def good_png(path: Path, shape=(40, 30), rgb=False) -> Path:
@@ -167,7 +167,7 @@ def test_huge_declared_dimensions_are_refused_before_any_allocation(tmp_path):
 
 def test_three_dimensional_and_multi_frame_images_are_refused(tmp_path):
     volume = good_nrrd(tmp_path / "volume.nrrd", np.zeros((4, 16, 16), np.float32))
-    frames = write_dx(tmp_path / "frames.dcm", stored((3, 16, 16)), number_of_frames=3)
+    frames = write_frames(tmp_path / "frames.dcm", stored((3, 16, 16)))
     with pytest.raises(ImageReadError, match="one 2D image"):
         read_radiograph(volume)
     with pytest.raises(ImageReadError, match="3 frames"):

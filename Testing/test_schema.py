@@ -121,7 +121,7 @@ def test_example_has_the_requested_valgus():
 
 
 def test_data_files_match_their_authoring_script():
-    spec = importlib.util.spec_from_file_location("author_schemas", ROOT / "Training" / "author_schemas.py")
+    spec = importlib.util.spec_from_file_location("author_schemas", ROOT / "tools" / "author_schemas.py")
     author = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(author)
     for kind in KINDS:

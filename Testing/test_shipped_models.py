@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from KneeAlignmentLib import DISCLAIMER
 from KneeAlignmentLib.bundle.format import METADATA_FILE
 from KneeAlignmentLib.bundle.modelset import ModelSet
 from KneeAlignmentLib.bundle.resolve import SHIPPED_MODELS_DIR
@@ -60,7 +61,7 @@ def test_demo_measures_the_example_radiographs(tmp_path, capsys):
     assert code == 0, out
     for kind in ("preop", "postop"):
         assert f"== phantom_{kind}.dcm" in out
-    assert out.count("phantom truth: aTFA FTS") == 2 and "not for clinical use" in out
+    assert out.count("phantom truth: aTFA FTS") == 2 and DISCLAIMER in out
     rows = list(csv.DictReader(open(out_dir / "summary.csv", encoding="utf-8")))
     assert len(rows) == 2
     assert len(list(out_dir.glob("case-*.png"))) == 2

@@ -337,8 +337,11 @@ def test_help_text_says_what_how_on_what_data_and_not_for_clinical_use():
     texts = [n.value for n in ast.walk(module) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
     help_text = max(texts, key=len)
     for phrase in ("anatomical tibiofemoral angle", "FTS", "FNTS", "stacked hourglass", "synthetic radiographs",
-                   "phantom", "Not for clinical use", "Drag any landmark", "manual mode"):
+                   "phantom", "Drag any landmark", "manual mode"):
         assert phrase in help_text, phrase
+    [assignment] = [n for n in ast.walk(module) if isinstance(n, ast.Assign)
+                    and ast.unparse(n.targets[0]) == "self.parent.helpText"]
+    assert "DISCLAIMER" in {n.id for n in ast.walk(assignment.value) if isinstance(n, ast.Name)}  # the core's wording
 
 
 # ------------------------------------------------------------------------- core package
@@ -1134,7 +1137,7 @@ def test_slicer_and_the_command_line_give_the_network_the_same_pixels(module, sc
     if name == "png":
         path = write_png16(tmp_path / "knee.png", case.display)
     elif name == "windowed dicom":  # a VOI window that clips: min-max of the voxels would differ
-        path = write_dx(tmp_path / "knee.dcm", case.display, bits_stored=case.bits_stored, pixel_spacing=(0.3, 0.3),
+        path = write_dx(tmp_path / "knee.dcm", case.display, bits_stored=case.bits_stored, spacing_mm=(0.3, 0.3),
                         window=(2000.0, 1500.0), photometric="MONOCHROME1")
     else:
         path = MODULE_DIR / "Resources" / "Examples" / name
@@ -1250,7 +1253,7 @@ def test_dicom_sr_export_of_an_unedited_model_result(module, scene, tmp_path, mo
     monkeypatch.setattr(module.KneeAlignmentLogic, "modelsFolder",
                         staticmethod(lambda: save_models(tmp_path / "models", kinds=("preop",))))
     volume, own_points, _ = _case(scene, "preop")
-    source = write_dx(tmp_path / "knee.dcm", volume.array[0].astype(np.uint16), pixel_spacing=SPACING)
+    source = write_dx(tmp_path / "knee.dcm", volume.array[0].astype(np.uint16), spacing_mm=SPACING)
     uid = str(pydicom.dcmread(source).SOPInstanceUID)
 
     class Database:

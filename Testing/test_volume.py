@@ -12,7 +12,7 @@ import pytest
 
 from KneeAlignmentLib.errors import ImageReadError
 from KneeAlignmentLib.imageio import read_radiograph
-from KneeAlignmentLib.volume import flip_ras_lps, px_from_ras, radiograph_from_volume, ras_from_px
+from KneeAlignmentLib.volume import px_from_ras, radiograph_from_volume, ras_from_px
 
 
 def rotation(seed: int) -> np.ndarray:
@@ -122,11 +122,3 @@ def test_bad_matrix_and_positions_raise_value_error():
     singular[:3, 0] = 0.0
     with pytest.raises(ValueError, match="zero-length axis"):
         radiograph_from_volume(np.zeros((1, 4, 4)), singular)
-    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
-        flip_ras_lps(np.zeros((3, 2)))
-
-
-def test_flip_is_its_own_inverse():
-    positions = np.random.default_rng(4).normal(size=(5, 3))
-    np.testing.assert_allclose(flip_ras_lps(positions)[:, :2], -positions[:, :2])
-    np.testing.assert_allclose(flip_ras_lps(flip_ras_lps(positions)), positions)

@@ -487,7 +487,7 @@ def _write_case(item: InputFile, radiograph: Radiograph, result: Measurement, ou
 def _write_dicom_results(item: InputFile, result: Measurement, overlay_png: Path, out_dir: Path) -> list[Path]:
     from PIL import Image
 
-    from .dicomwrite import source_reference, write_measurement_sr, write_overlay_sc
+    from .dicom_results import source_reference, write_measurement_sr, write_overlay_sc
 
     source = source_reference(item.path)
     sr = write_measurement_sr(out_dir / f"{item.case_id}.sr.dcm", result, source)

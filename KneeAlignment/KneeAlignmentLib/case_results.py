@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import DISCLAIMER, __version__
 from .atomicio import write_atomic
 from .case_record import SOURCES, CaseRecord, edited_landmarks
 from .case_view import CaseUpdate
 from .geometry import mm_per_px
-from .measurement import INTENDED_USE
 
 __all__ = [
     "COLUMNS",
@@ -147,7 +146,7 @@ def case_document(record: CaseRecord, update: CaseUpdate, *, radiograph: str, la
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "software": {"name": "kneealignment", "version": __version__},
-        "intended_use": INTENDED_USE,
+        "intended_use": DISCLAIMER,
         "result": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()},
         "spacing_mm": None if spacing_mm is None else [float(v) for v in spacing_mm],
         "landmarks": {"schema": record.kind, "names": list(names), "points_px": points_px.tolist(),

@@ -18,6 +18,9 @@ coloured, and where it lies is made and tested here, without Slicer.
 * **Angles**: one angle node per method whose value is the signed aTFA (valgus
   positive): the arms run along the femoral axis continued distally and along the
   tibial axis, and Slicer's oriented-signed mode turns about :func:`valgus_axis_ras`.
+* The **summary**: :func:`format_alignment`, the plain-text table of the angles beside
+  the view (``kneealign angles`` prints the same). Axis colours (:data:`AXIS_COLORS`)
+  are shared with the overlay pictures.
 
 Sizes are relative to the view height (Slicer's ``glyphScale``/``textScale`` in
 percent), so they read the same on a 2000-pixel radiograph as on a small one.
@@ -28,18 +31,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from .errors import MarkupsError
-from .geometry import AXIS_COLORS, Alignment, atfa_angle_points_px, compute_alignment
+from .geometry import Alignment, atfa_angle_points_px, compute_alignment
 from .manual_points import KIND as MANUAL, alignment_from_manual_points
-from .markups import Display, ImagePlane, MarkupsNode, angle_node, fiducial_node, landmarks_px, line_node
+from .markups import Display, ImagePlane, MarkupsNode, angle_node, fiducial_node, flip_ras_lps, landmarks_px, line_node
 from .schema import KINDS, LandmarkSchema, load_schema
-from .volume import flip_ras_lps
+
 
 __all__ = [
+    "AXIS_COLORS",
     "DEFINING_DISPLAY",
     "LANDMARK_DISPLAY",
     "MANUAL_DISPLAY",
@@ -49,6 +54,7 @@ __all__ = [
     "ViewNode",
     "defining_points",
     "derived_view",
+    "format_alignment",
     "landmark_node",
     "read_points",
     "recompute",
@@ -56,6 +62,8 @@ __all__ = [
 ]
 
 METHODS = ("FTS", "FNTS")
+# Display colours of the axes (RGB 0..1), shared by the Slicer markups and the overlays.
+AXIS_COLORS = MappingProxyType({"FTS": (1.0, 0.69, 0.0), "FNTS": (0.35, 0.75, 1.0)})
 # Points farther than this from the radiograph's plane are refused rather than projected.
 PLANE_TOLERANCE_MM = 0.5
 
@@ -244,3 +252,38 @@ def read_points(landmarks: MarkupsNode, kind: str, plane: ImagePlane) -> tuple[t
         raise MarkupsError(f"{where}: unknown landmark kind {kind!r}; expected {', '.join((*KINDS, MANUAL))}")
     names = load_schema(kind).names
     return names, landmarks_px(landmarks, names, plane, tolerance_mm=PLANE_TOLERANCE_MM, where=where)
+
+
+def format_alignment(alignment: Alignment) -> str:
+    """A plain-text table of an Alignment for people (angles to 0.1 degree)."""
+    side = {"R": "right", "L": "left"}[alignment.side]
+    spacing = "pixel spacing known" if alignment.spacing_known else "pixel spacing unknown: lengths in px"
+    rows = [
+        ("aTFA, shaft axes (FTS)", _deg(alignment.atfa_fts_deg, alignment.label_fts)),
+        ("aTFA, notch-spine axes (FNTS)", _deg(alignment.atfa_fnts_deg, alignment.label_fnts)),
+        ("aLDFA (lateral distal femoral)", _deg(alignment.aldfa_deg)),
+        ("MPTA (medial proximal tibial)", _deg(alignment.mpta_deg)),
+        ("JLCA (+ converging medially)", _deg(alignment.jlca_deg)),
+        ("Joint space, lateral (min)", _length(alignment.jsw_lateral_mm, alignment.jsw_lateral_px)),
+        ("Joint space, medial (min)", _length(alignment.jsw_medial_mm, alignment.jsw_medial_px)),
+        ("Femoral component alpha", _deg(alignment.femoral_component_alpha_deg, "medial; ideal ~96")),
+        ("Tibial component beta", _deg(alignment.tibial_component_beta_deg, "medial; ideal 90")),
+    ]
+    rows = [(name, value) for name, value in rows if value is not None]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"Knee alignment: {side} knee ({alignment.side}), {spacing}"]
+    lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def _deg(value: float | None, note: str = "") -> str | None:
+    if value is None:
+        return None
+    value = round(value, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return f"{value:6.1f}°  {note}".rstrip()  # fixed width: the decimal points line up
+
+
+def _length(mm: float | None, px: float | None) -> str | None:
+    if px is None:
+        return None
+    return f"{px:6.1f} px" if mm is None else f"{mm:6.1f} mm ({px:.1f} px)"

@@ -12,10 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import DISCLAIMER, __version__
 from .errors import KneeAlignmentError
 
-NOT_CLINICAL = "Research software: not for clinical use."
 EXAMPLES = Path(__file__).resolve().parent / "data" / "examples"  # annotated examples (schema template)
 EXAMPLE_RADIOGRAPHS = Path(__file__).resolve().parent.parent / "Resources" / "Examples"  # phantom DICOMs
 
@@ -95,7 +94,7 @@ def measure_landmark_file(path: Path, schema_kind="auto", side=None, spacing_mm=
 
 
 def _cmd_angles(args) -> int:
-    from . import geometry
+    from .case_view import format_alignment
     from .markups import ImagePlane
 
     if (args.image is None) != (args.overlay is None):
@@ -123,11 +122,11 @@ def _cmd_angles(args) -> int:
     if args.json:
         _print_json({"file": args.landmarks.name, "schema": schema.kind, "schema_version": schema.version,
                      "side_source": side_source, "software": f"kneealignment {__version__}",
-                     "intended_use": NOT_CLINICAL, **alignment.to_dict()})
+                     "intended_use": DISCLAIMER, **alignment.to_dict()})
     else:
         print(f"{args.landmarks.name}  ({schema.kind} schema, side from {side_source})")
-        print(geometry.format_alignment(alignment))
-        print(NOT_CLINICAL)
+        print(format_alignment(alignment))
+        print(DISCLAIMER)
     return 0
 
 
@@ -275,7 +274,7 @@ def _cmd_demo(args) -> int:
     options = BatchOptions(keep_names=True, workers=0, progress=False)  # phantoms: no patient names
     summary = run_batch(discover_inputs([c.image_path for c in cases]), models, args.out, options, on_case=report)
     print(f"results and overlays (<case>.png): {args.out}/ (summary.csv lists the cases)")
-    print(NOT_CLINICAL)
+    print(DISCLAIMER)
     return 1 if summary.failed else 0
 
 
@@ -370,7 +369,7 @@ def _cmd_measure(args) -> int:
         if args.json:
             _print_json(printed)
         else:
-            print(NOT_CLINICAL)
+            print(DISCLAIMER)
     elif args.json:
         _print_json({"inputs": len(inputs), "counts": counts, "summary": str(args.out / SUMMARY_FILE),
                      "images_per_s": round(summary.images_per_s, 3), "processes": shard.world})
@@ -379,7 +378,7 @@ def _cmd_measure(args) -> int:
         print(f"{len(inputs)} inputs: {counts['ok']} ok, {counts['flagged']} flagged, {counts['error']} errors, "
               f"{counts['skipped']} skipped ({counts['resumed']} done before){rate if summary.measured else ''}")
         print(f"summary: {args.out / SUMMARY_FILE}")
-        print(NOT_CLINICAL)
+        print(DISCLAIMER)
     return 1 if summary.failed else 0
 
 
@@ -448,7 +447,7 @@ def _cmd_evaluate(args) -> int:
     if args.model == "auto":
         print(f"pre-op/post-op decided right: {100 * summary['kind_accuracy']:.1f}%")
     print(f"report: {args.out / 'report.md'}")
-    print(NOT_CLINICAL)
+    print(DISCLAIMER)
     return 0
 
 
@@ -490,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kneealign",
         description="Knee alignment on AP knee radiographs: anatomical tibiofemoral angle (aTFA) "
-                    "by the FTS and FNTS methods from femur, tibia and fibula landmarks. " + NOT_CLINICAL)
+                    "by the FTS and FNTS methods from femur, tibia and fibula landmarks. " + DISCLAIMER)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for add in (_add_demo, _add_angles, _add_info, _add_schema, _add_synth, _add_measure, _add_evaluate,

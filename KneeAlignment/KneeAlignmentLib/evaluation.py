@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import DISCLAIMER
 from .errors import KneeAlignmentError, MarkupsError
 from .geometry import compute_alignment, infer_side, outside_image
 from .imageio import Radiograph, read_radiograph
@@ -573,7 +574,7 @@ def _markdown(summary: dict, title: str, notes: Sequence[str]) -> str:
         missing = value is None or (isinstance(value, float) and not math.isfinite(value))
         return "n/a" if missing else f"{value:.{digits}f}"
 
-    lines = [f"# {title}", "", f"{summary['cases']} cases. Research software: not for clinical use.", ""]
+    lines = [f"# {title}", "", f"{summary['cases']} cases. {DISCLAIMER}", ""]
     lines += [f"- {note}" for note in notes] + ([""] if notes else [])
     lines += ["## aTFA agreement with the ground truth", "",
               "| method | measured | MAD (deg) | bias (deg) | 95% limits of agreement (deg) | ICC(A,1) | ICC(C,1) "

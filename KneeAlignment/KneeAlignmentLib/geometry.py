@@ -37,22 +37,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from types import MappingProxyType
-
 import numpy as np
 
 from .errors import GeometryError
 from .schema import LandmarkSchema
 
 __all__ = [
-    "AXIS_COLORS",
     "NEUTRAL_TOLERANCE_DEG",
     "Alignment",
     "alignment_label",
     "atfa_angle_points_px",
     "atfa_from_defining_points",
     "compute_alignment",
-    "format_alignment",
     "infer_side",
     "mm_per_px",
     "outside_image",
@@ -60,8 +56,6 @@ __all__ = [
 ]
 
 SIDES = ("L", "R")
-# Display colours of the axes (RGB 0..1), shared by the overlays and the Slicer markups.
-AXIS_COLORS = MappingProxyType({"FTS": (1.0, 0.69, 0.0), "FNTS": (0.35, 0.75, 1.0)})
 # |aTFA| below this is labelled 'neutral': finer differences are below what landmark
 # placement on a radiograph resolves.
 NEUTRAL_TOLERANCE_DEG = 0.5
@@ -309,28 +303,6 @@ def infer_side(points_px: np.ndarray, schema: LandmarkSchema) -> str:
     return _side_of_fibula(points_px, schema, tibial, tol)
 
 
-def format_alignment(alignment: Alignment) -> str:
-    """A plain-text table of an Alignment for people (angles to 0.1 degree)."""
-    side = {"R": "right", "L": "left"}[alignment.side]
-    spacing = "pixel spacing known" if alignment.spacing_known else "pixel spacing unknown: lengths in px"
-    rows = [
-        ("aTFA, shaft axes (FTS)", _deg(alignment.atfa_fts_deg, alignment.label_fts)),
-        ("aTFA, notch-spine axes (FNTS)", _deg(alignment.atfa_fnts_deg, alignment.label_fnts)),
-        ("aLDFA (lateral distal femoral)", _deg(alignment.aldfa_deg)),
-        ("MPTA (medial proximal tibial)", _deg(alignment.mpta_deg)),
-        ("JLCA (+ converging medially)", _deg(alignment.jlca_deg)),
-        ("Joint space, lateral (min)", _length(alignment.jsw_lateral_mm, alignment.jsw_lateral_px)),
-        ("Joint space, medial (min)", _length(alignment.jsw_medial_mm, alignment.jsw_medial_px)),
-        ("Femoral component alpha", _deg(alignment.femoral_component_alpha_deg, "medial; ideal ~96")),
-        ("Tibial component beta", _deg(alignment.tibial_component_beta_deg, "medial; ideal 90")),
-    ]
-    rows = [(name, value) for name, value in rows if value is not None]
-    width = max(len(name) for name, _ in rows)
-    lines = [f"Knee alignment: {side} knee ({alignment.side}), {spacing}"]
-    lines += [f"  {name:<{width}}  {value}" for name, value in rows]
-    return "\n".join(lines)
-
-
 # --- validation -----------------------------------------------------------------------
 
 def _check_points(points_px, schema: LandmarkSchema) -> np.ndarray:
@@ -568,7 +540,7 @@ def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
 
 
-# --- formatting -----------------------------------------------------------------------
+# --- arrays, image bounds and the angle markup -----------------------------------------
 
 def readonly_array(array) -> np.ndarray:
     """A private float64 copy that cannot be written: for arrays held by frozen dataclasses."""
@@ -582,26 +554,15 @@ def mm_per_px(spacing_mm) -> np.ndarray:
     return np.array([spacing_mm[1], spacing_mm[0]], dtype=np.float64)
 
 
-def outside_image(points_px, shape: tuple[int, int]) -> np.ndarray:
+def outside_image(points_px, shape: tuple[int, int], margin_px: float = 0.0) -> np.ndarray:
     """(K,) True where a point (K, 2) lies beyond an (H, W) image's area [-0.5, W - 0.5] x
-    [-0.5, H - 0.5] (pixel centres at integers); NaN points count as inside."""
+    [-0.5, H - 0.5] (pixel centres at integers) shrunk by ``margin_px`` on every side;
+    NaN points count as inside."""
     points = np.asarray(points_px, dtype=np.float64)
     h, w = shape
     x, y = points[:, 0], points[:, 1]
-    return (x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5)
-
-
-def _deg(value: float | None, note: str = "") -> str | None:
-    if value is None:
-        return None
-    value = round(value, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
-    return f"{value:6.1f}°  {note}".rstrip()  # fixed width: the decimal points line up
-
-
-def _length(mm: float | None, px: float | None) -> str | None:
-    if px is None:
-        return None
-    return f"{px:6.1f} px" if mm is None else f"{mm:6.1f} mm ({px:.1f} px)"
+    return ((x < -0.5 + margin_px) | (x > w - 0.5 - margin_px)
+            | (y < -0.5 + margin_px) | (y > h - 0.5 - margin_px))
 
 
 def atfa_angle_points_px(femoral_axis_px: np.ndarray, tibial_axis_px: np.ndarray) -> np.ndarray:

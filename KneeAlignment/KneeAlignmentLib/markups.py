@@ -47,6 +47,7 @@ __all__ = [
     "write_landmarks",
     "read_markups",
     "read_landmarks",
+    "flip_ras_lps",
 ]
 
 # The exact @schema Slicer 5.x writes (it kept "master" for compatibility with Slicer < 5.1).
@@ -65,7 +66,8 @@ MAX_MARKUPS_BYTES = 16 * 2**20
 MAX_CONTROL_POINTS = 10_000  # per markups node
 _UNITS_TO_MM = {"mm": 1.0, "um": 1e-3}
 
-# RAS <-> LPS: negate the first two axes (its own inverse).
+# RAS <-> LPS: negate the first two axes (its own inverse). The one definition of the flip:
+# this matrix where it composes with other linear maps, its diagonal in flip_ras_lps.
 _RAS_LPS = np.diag([-1.0, -1.0, 1.0])
 # A control point's orientation as Slicer writes it in LPS (identity in RAS).
 _LPS_ORIENTATION = [-1.0, -0.0, -0.0, -0.0, -1.0, -0.0, 0.0, 0.0, 1.0]
@@ -77,6 +79,11 @@ def _as_points(points: Any, dim: int, name: str) -> np.ndarray:
     if array.ndim != 2 or array.shape[1] != dim:
         raise ValueError(f"{name} must have shape (N, {dim}), got {array.shape}")
     return array
+
+
+def flip_ras_lps(positions: Any) -> np.ndarray:
+    """(N, 3) RAS -> LPS, or LPS -> RAS (the same map): x and y negated."""
+    return _as_points(positions, 3, "positions") * _RAS_LPS.diagonal()
 
 
 # --------------------------------------------------------------------------- geometry

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, markups
+from . import DISCLAIMER, __version__, markups
 from .bundle.known import PROVENANCES
 from .errors import MarkupsError, MeasurementError, SchemaError
 from .geometry import Alignment, atfa_angle_points_px, mm_per_px, readonly_array
@@ -48,7 +48,6 @@ from .schema import KINDS, load_schema
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "INTENDED_USE",
     "Landmarks",
     "Measurement",
     "ModelInfo",
@@ -61,7 +60,6 @@ __all__ = [
 
 FORMAT = "kneealignment-measurement"
 FORMAT_VERSION = 1
-INTENDED_USE = "Research use only. Not for clinical use."
 STATUSES = ("ok", "flagged")
 
 _CSV_COLUMNS = (
@@ -245,7 +243,7 @@ class Measurement:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "software": {"name": "kneealignment", "version": self.software_version},
-            "intended_use": INTENDED_USE,
+            "intended_use": DISCLAIMER,
             "case_id": self.case_id,
             "input_name": self.input_name,
             "status": self.status,

@@ -18,12 +18,11 @@ from PIL import Image
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from . import DISCLAIMER
 from .atomicio import atomic_output
 from .bundle.thresholds import DEFAULT as DEFAULT_QC  # weak landmarks are drawn as red crosses
-from .geometry import AXIS_COLORS
+from .case_view import AXIS_COLORS
 from .schema import load_schema
-
-NOT_CLINICAL = "Research use only. Not for clinical use."
 
 
 def draw_schema(kind: str, path: Path) -> Path:
@@ -136,7 +135,7 @@ def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, pa
     ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", family="monospace",
             fontsize=height_px / 90, color="white", bbox=dict(facecolor="black", alpha=0.6, edgecolor="none"))
     status = "\n".join(textwrap.wrap(status, width=max(30, int(70 * w / h))))
-    ax.text(0.02, 0.02, f"{status}\n{NOT_CLINICAL}", transform=ax.transAxes, va="bottom", ha="left",
+    ax.text(0.02, 0.02, f"{status}\n{DISCLAIMER}", transform=ax.transAxes, va="bottom", ha="left",
             fontsize=height_px / 110, color="red" if flagged else "white",
             bbox=dict(facecolor="black", alpha=0.6, edgecolor="none"))
     canvas.draw()

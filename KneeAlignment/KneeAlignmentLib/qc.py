@@ -77,11 +77,10 @@ def orientation_flags(measured_confidence: float, alternatives: dict[str, float]
 def border_flags(shape: tuple[int, int], ref_px: np.ndarray, landmarks: Landmarks,
                  t: QCThresholds = DEFAULT) -> list[QCFlag]:
     flags = []
-    h, w = shape
-    margin = t.border_margin_fraction * min(h, w)
     names = reference_point_names()
-    near = [names[i] for i, (x, y) in enumerate(ref_px)
-            if not (-0.5 + margin <= x <= w - 0.5 - margin and -0.5 + margin <= y <= h - 0.5 - margin)]
+    # a reference point not found (NaN) is no better than one at the border
+    near_mask = outside_image(ref_px, shape, t.border_margin_fraction * min(shape)) | np.isnan(ref_px).any(axis=1)
+    near = [names[i] for i in np.flatnonzero(near_mask)]
     if near:
         flags.append(QCFlag("reference_near_border", f"reference point(s) {', '.join(near)} near or beyond the "
                                                      f"image border"))

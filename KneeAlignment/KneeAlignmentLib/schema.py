@@ -1,7 +1,7 @@
 """Landmark schemas: the one source of truth for landmark names, groups and definitions.
 
 The data live in ``data/preop.json`` (134 landmarks) and ``data/postop.json`` (181: the
-pre-op outline plus implant components); ``Training/author_schemas.py`` made them.
+pre-op outline plus implant components); ``tools/author_schemas.py`` made them.
 Everything else (geometry, markups, training, the phantom, the Slicer module) reads
 landmark names, groups, mirror partners and derived-point definitions from here.
 

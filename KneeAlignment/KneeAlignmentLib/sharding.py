@@ -1,7 +1,11 @@
-"""Sharding a batch over processes and nodes started by ``torchrun`` (or any launcher).
+"""The torchrun context: this process's place among those ``torchrun`` (or any launcher) started.
 
 The launcher sets RANK, WORLD_SIZE and LOCAL_RANK (and MASTER_ADDR / MASTER_PORT for
-the rendezvous). Process ``rank`` takes every ``world``-th input starting at its rank,
+the rendezvous); :meth:`Shard.from_env` reads them, :meth:`Shard.device` picks the
+rank's device and :meth:`Shard.join` / :meth:`Shard.leave` make and end the process
+group. Batch measuring and training (``kneetrain.distributed``) both start from it.
+
+Sharding a batch: process ``rank`` takes every ``world``-th input starting at its rank,
 so the shards are disjoint, cover every input, and do not depend on timing. Ranks meet
 twice through a Gloo process group (CPU only, so it works with or without GPUs): at
 the start, to check they all see the same input list, and at the end, when rank 0
@@ -26,7 +30,8 @@ __all__ = ["GROUP_TIMEOUT", "Shard"]
 
 T = TypeVar("T")
 
-# Rank 0 waits at the final gather for the slowest shard; a day covers any cohort.
+# Rank 0 waits at the final gather for the slowest shard, and in training the other ranks
+# wait while rank 0 saves; a day covers any cohort or epoch.
 GROUP_TIMEOUT = datetime.timedelta(hours=24)
 
 
@@ -86,11 +91,14 @@ class Shard:
 
     # --- meeting the other ranks --------------------------------------------------------
 
-    def join(self) -> bool:
-        """Join the Gloo process group (when distributed and not yet joined); True if this call made it."""
+    def join(self, backend: str = "gloo") -> bool:
+        """Join the default process group (when distributed and not yet joined); True if this call made it.
+
+        ``backend``: "gloo" (CPU tensors and objects, as batch measuring needs) or "nccl" (CUDA tensors).
+        """
         if not self.distributed or dist.is_initialized():
             return False
-        dist.init_process_group(backend="gloo", rank=self.rank, world_size=self.world, timeout=GROUP_TIMEOUT)
+        dist.init_process_group(backend=backend, rank=self.rank, world_size=self.world, timeout=GROUP_TIMEOUT)
         return True
 
     def check_same_inputs(self, keys: Sequence[str]) -> None:

@@ -26,12 +26,9 @@ import numpy as np
 
 from .errors import ImageReadError
 from .imageio import Radiograph, radiograph_from_array, read_radiograph
-from .markups import ImagePlane
+from .markups import ImagePlane, flip_ras_lps
 
-__all__ = ["VolumeImage", "flip_ras_lps", "px_from_ras", "radiograph_from_volume", "ras_from_px"]
-
-# RAS <-> LPS: negate x and y; the map is its own inverse.
-_RAS_LPS_FLIP = np.array([-1.0, -1.0, 1.0])
+__all__ = ["VolumeImage", "px_from_ras", "radiograph_from_volume", "ras_from_px"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,14 +37,6 @@ class VolumeImage:
 
     radiograph: Radiograph
     plane: ImagePlane
-
-
-def flip_ras_lps(positions: Any) -> np.ndarray:
-    """(N, 3) RAS -> LPS, or LPS -> RAS (the same map): x and y negated."""
-    positions = np.asarray(positions, dtype=np.float64)
-    if positions.ndim != 2 or positions.shape[1] != 3:
-        raise ValueError(f"positions must have shape (N, 3), got {positions.shape}")
-    return positions * _RAS_LPS_FLIP
 
 
 def ras_from_px(plane: ImagePlane, points_px: Any) -> np.ndarray:

@@ -34,7 +34,7 @@ from KneeAlignmentLib.batch import BatchOptions, discover_inputs, run_batch
 from KneeAlignmentLib.bundle.format import save_bundle
 from KneeAlignmentLib.bundle.modelset import ModelSet
 from KneeAlignmentLib.bundle.resolve import ROLE_DIRS, SHIPPED_MODELS_DIR
-from KneeAlignmentLib.dicomwrite import write_dx
+from KneeAlignmentLib.dicom_dx import full_range_window, write_dx
 from KneeAlignmentLib.frame import FrameSpec
 from KneeAlignmentLib.heatmaps import HeatmapCodec
 from KneeAlignmentLib.measurement import reference_point_names
@@ -54,7 +54,8 @@ def write_inputs(folder: Path, n: int) -> None:
         coarse = torch.from_numpy(rng.random((1, 1, SHAPE[0] // 100, SHAPE[1] // 100)))
         image = torch.nn.functional.interpolate(coarse, size=SHAPE, mode="bilinear")[0, 0].numpy()
         write_dx(folder / f"knee{i:04d}.dcm", np.round(image * 4095).astype(np.uint16), imager_spacing_mm=SPACING_MM,
-                 laterality="RL"[i % 2], uid_entropy=["bench", i], patient_id=f"BENCH-{i:04d}")
+                 image_laterality="RL"[i % 2], bits_stored=12, rescale=(1.0, 0.0), window=full_range_window(12),
+                 uid_entropy=["bench", i], patient_id=f"BENCH-{i:04d}")
 
 
 def random_models(folder: Path, name: str) -> Path:

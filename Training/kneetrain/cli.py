@@ -96,7 +96,7 @@ def _cmd_train(args) -> int:
         trainer.fit(stop_after=args.epochs_now)
     finally:
         trainer.close()
-    if trainer.ctx.is_main:
+    if trainer.shard.is_main:
         print(f"run folder: {args.out} (best epoch {trainer.best['epoch']}, {trainer.best['metric']} "
               f"{trainer.best['value']:.4g}); export with: kneealign-train export {args.out} --out BUNDLE")
     return 0

@@ -40,13 +40,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from KneeAlignmentLib.evaluation import DatasetError, find_cases
 from KneeAlignmentLib.networks import build_network
 from KneeAlignmentLib.pipeline import prepare_input
+from KneeAlignmentLib.sharding import Shard
 
 from . import __version__
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainConfig
 from .data import (SPLITS, ConcatSource, FolderSource, PhantomSource, make_split, parse_data_spec, read_split,
                    split_cases, validate_cases, write_split)
-from .distributed import DistContext, all_sum, barrier, init_distributed
+from .distributed import all_sum, barrier, join_training_group
 from .losses import LandmarkLoss
 from .views import StageDataset, StageSetup, stage_setup
 
@@ -87,8 +88,10 @@ class Trainer:
                  resume: bool = False, split_file: str | Path | None = None, progress: bool = True,
                  init: str | Path | None = None) -> None:
         self.out = Path(out)
-        self.ctx: DistContext = init_distributed(device)
-        self.progress = progress and self.ctx.is_main
+        self.shard = Shard.from_env()
+        self.device = self.shard.device(device)
+        self.made_group = join_training_group(self.shard, self.device)
+        self.progress = progress and self.shard.is_main
         state = None
         if resume:
             state = load_checkpoint(self.out / "checkpoints" / "last.pt")
@@ -108,42 +111,42 @@ class Trainer:
                          "stage": cfg.stage, "schema": cfg.schema, "preset": self.setup.preset,
                          "landmark_names": list(self.setup.landmark_names),
                          "network": self.setup.network.to_dict(), "codec": _plain(self.setup.codec),
-                         "frame": _plain(self.setup.frame_spec), "world_size": self.ctx.world}
+                         "frame": _plain(self.setup.frame_spec), "world_size": self.shard.world}
 
         o = cfg.optim
         torch.manual_seed(cfg.seed)
-        network = build_network(self.setup.network).to(self.ctx.device)
+        network = build_network(self.setup.network).to(self.device)
         if init is not None and state is None:  # a resumed run restores its own weights
             self.run_info["init"] = _init_from_bundle(network, init, cfg, self.setup)
-        if self.ctx.distributed and self.ctx.device.type == "cuda" and cfg.sync_batchnorm:
+        if self.shard.distributed and self.device.type == "cuda" and cfg.sync_batchnorm:
             network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
         self.network = network
-        self.model = (DistributedDataParallel(network, device_ids=[self.ctx.device] if self.ctx.device.type == "cuda"
-                                              else None) if self.ctx.distributed else network)
+        self.model = (DistributedDataParallel(network, device_ids=[self.device] if self.device.type == "cuda"
+                                              else None) if self.shard.distributed else network)
         decay = [p for p in network.parameters() if p.ndim > 1]
         no_decay = [p for p in network.parameters() if p.ndim <= 1]  # biases and norm scales
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                             {"params": no_decay, "weight_decay": 0.0}], lr=o.lr)
-        self.sampler = DistributedSampler(self.train_set, num_replicas=self.ctx.world, rank=self.ctx.rank,
+        self.sampler = DistributedSampler(self.train_set, num_replicas=self.shard.world, rank=self.shard.rank,
                                           shuffle=True, seed=cfg.seed, drop_last=False)
         self.batch_size = o.batch_size
         self.steps_per_epoch = max(1, len(self.sampler) // self.batch_size)
         total = o.epochs * self.steps_per_epoch
         warmup = min(total, round(o.warmup_epochs * self.steps_per_epoch))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(total, warmup, o.min_lr_ratio))
-        self.amp = o.amp and self.ctx.device.type == "cuda"
+        self.amp = o.amp and self.device.type == "cuda"
         self.amp_dtype = getattr(torch, o.amp_dtype)
-        self.scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
         self.criterion = LandmarkLoss(self.setup.codec, cfg.loss.wing_w, cfg.loss.wing_eps, cfg.loss.heatmap_weight,
                                       cfg.loss.border_sigmas)
         self.start_epoch, self.best = 0, {"metric": "", "value": math.inf, "epoch": -1}
         if state is not None:
             self._restore(state)
-        elif self.ctx.is_main:
+        elif self.shard.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
             (self.out / "run.json").write_text(json.dumps(self.run_info, indent=2) + "\n", encoding="utf-8")
-        barrier(self.ctx)
+        barrier(self.shard)
 
     # -- data ------------------------------------------------------------------------------
 
@@ -176,7 +179,7 @@ class Trainer:
             if not subsets["train"] or not subsets["val"]:
                 raise DatasetError(f"{value}: the split leaves no training or no validation cases "
                                    f"({len(cases)} cases); add cases or change data.split")
-            if self.ctx.is_main:
+            if self.shard.is_main:
                 s = cfg.data.split
                 write_split(self.out / "split.json", split, seed=s.seed, val=s.val, test=s.test)
             train.append(FolderSource(subsets["train"], kind))
@@ -194,7 +197,7 @@ class Trainer:
     def _loader(self, dataset, sampler, train: bool) -> DataLoader:
         n = len(sampler)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.cfg.data.num_workers,
-                          drop_last=train and n >= self.batch_size, pin_memory=self.ctx.device.type == "cuda")
+                          drop_last=train and n >= self.batch_size, pin_memory=self.device.type == "cuda")
 
     # -- loop ------------------------------------------------------------------------------
 
@@ -214,10 +217,10 @@ class Trainer:
                 metrics = {"epoch": epoch + 1, "step": (epoch + 1) * self.steps_per_epoch,
                            "lr": self.optimizer.param_groups[0]["lr"], **train, **val,
                            "seconds": time.perf_counter() - start}
-                if self.ctx.is_main:
+                if self.shard.is_main:
                     self._log(metrics, writer)
                     self._save(epoch, val)
-                barrier(self.ctx)
+                barrier(self.shard)
         finally:
             if writer is not None:
                 writer.close()
@@ -232,7 +235,7 @@ class Trainer:
         bar = self._bar(f"epoch {epoch + 1}/{self.cfg.optim.epochs}", total=len(loader))(loader)
         for batch in bar:
             images, points, visible = self._inputs(batch)
-            with torch.autocast(self.ctx.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 heatmaps = self.model(images)
             loss, parts = self.criterion(heatmaps.float(), points, visible)
             self.optimizer.zero_grad(set_to_none=True)
@@ -248,14 +251,14 @@ class Trainer:
                                   parts["error_hm"].item() * n, n], dtype=torch.float64)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-        total = all_sum(sums, self.ctx)
+        total = all_sum(sums, self.shard, self.device)
         n = total[4].clamp_min(1)
         stride = float(np.mean(self.setup.codec.stride))
         return {"train_loss": float(total[0] / n), "train_coord": float(total[1] / n),
                 "train_heatmap": float(total[2] / n), "train_error_in_px": float(total[3] / n) * stride}
 
     def _inputs(self, batch):
-        device = self.ctx.device
+        device = self.device
         images = prepare_input(batch["image"][:, 0].to(device, non_blocking=True))
         return images, batch["points"].to(device), batch["visible"].to(device)
 
@@ -263,7 +266,7 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         self.model.eval()
         k = len(self.setup.landmark_names)
-        sampler = range(self.ctx.rank, len(self.val_set), self.ctx.world)  # every case once, no padding
+        sampler = range(self.shard.rank, len(self.val_set), self.shard.world)  # every case once, no padding
         # per landmark: error sums in input px, image px, mm, counts (all, with mm); squared mm components
         per = torch.zeros(6, k, dtype=torch.float64)
         loss_sum = torch.zeros(2, dtype=torch.float64)
@@ -287,8 +290,8 @@ class Trainer:
             per[3] += ok.sum(0)
             per[4] += has_mm.sum(0)
             per[5] += torch.where(has_mm, (diff_mm**2).sum(-1), zero).sum(0)
-        per = all_sum(per, self.ctx)
-        loss_sum = all_sum(loss_sum, self.ctx)
+        per = all_sum(per, self.shard, self.device)
+        loss_sum = all_sum(loss_sum, self.shard, self.device)
         count, count_mm = per[3].sum().clamp_min(1), per[4].sum()
         mm_per_landmark = per[2] / per[4].clamp_min(1)
         nan = math.nan
@@ -305,7 +308,7 @@ class Trainer:
     # -- output -----------------------------------------------------------------------------
 
     def _writer(self):
-        if not self.ctx.is_main:
+        if not self.shard.is_main:
             return None
         from torch.utils.tensorboard import SummaryWriter
 
@@ -351,7 +354,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.start_epoch, self.best = int(state["epoch"]) + 1, dict(state["best"])
-        if self.ctx.is_main:  # drop log rows of epochs that are about to be redone
+        if self.shard.is_main:  # drop log rows of epochs that are about to be redone
             path = self.out / "metrics.csv"
             if path.exists():
                 with open(path, newline="", encoding="utf-8") as stream:
@@ -363,7 +366,7 @@ class Trainer:
 
     def close(self) -> None:
         """Leave the process group if this trainer joined it."""
-        self.ctx.close()
+        Shard.leave(self.made_group)
 
 
 def _init_from_bundle(network: torch.nn.Module, bundle: str | Path, cfg: TrainConfig, setup: StageSetup) -> str:

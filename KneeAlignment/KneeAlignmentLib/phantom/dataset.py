@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..atomicio import atomic_output, write_atomic
-from ..dicomwrite import write_dx
+from ..dicom_dx import full_range_window, write_dx
 from ..geometry import compute_alignment
 from ..markups import ImagePlane, write_landmarks
 from ..schema import load_schema
@@ -181,8 +181,9 @@ def write_case(case: Case, out_dir: Path) -> dict:
     p = case.params
     dicom = write_dx(
         out_dir / f"{stem}.dcm", stored,
-        imager_spacing_mm=(p["imaging.imager_spacing_mm"],) * 2, laterality=case.side,
+        imager_spacing_mm=(p["imaging.imager_spacing_mm"],) * 2, image_laterality=case.side,
         photometric=case.photometric, bits_stored=case.bits_stored,
+        rescale=(1.0, 0.0), window=full_range_window(case.bits_stored),
         uid_entropy=["KneeAlignment phantom", case.kind, case.seed, case.index],
         patient_id=stem, patient_name=f"PHANTOM^{case.index:06d}", spacing_mm=case.spacing_mm,
         magnification=p["imaging.magnification"], burned_in_annotation=bool(p["imaging.texts"]),

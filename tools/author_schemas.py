@@ -1,14 +1,17 @@
-"""Author the landmark schemas: writes KneeAlignmentLib/data/{preop,postop}.json.
+"""Author the landmark schemas: writes KneeAlignmentLib/data/{preop,postop}.json and the
+annotated examples in data/examples.
 
 The JSON files are the single source of truth read by every part of the project; this
 script is how they were made and how they are changed (a test checks that they still
 match it). Each contour is a chain of named anchors joined by smooth curves (cubic
 Bezier segments); landmarks lie at equal arc length between consecutive anchors, which
-is the placement rule an annotator follows. The template is a mean adult right knee in
-millimetres: x towards the viewer's right (medial for a right knee in the radiological
-convention), y downwards (distal), origin at the knee centre.
+is the placement rule an annotator follows. The curves and the rule are the phantom's
+(``KneeAlignmentLib.phantom.outline``), which builds its bones the same way. The
+template is a mean adult right knee in millimetres: x towards the viewer's right (medial
+for a right knee in the radiological convention), y downwards (distal), origin at the
+knee centre.
 
-Run: python Training/author_schemas.py
+Run: python tools/author_schemas.py
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+from KneeAlignmentLib.phantom.outline import Chain, bezier as _bezier, smoothstep as _smoothstep
+
 OUT = Path(__file__).resolve().parents[1] / "KneeAlignment" / "KneeAlignmentLib" / "data"
 SCHEMA_VERSION = "1.0"
+_DENSE = 400  # vertices per curve
 
 
-def bezier(p0, c0, c1, p1, n=400):
-    t = np.linspace(0.0, 1.0, n)[:, None]
-    p0, c0, c1, p1 = (np.asarray(v, float) for v in (p0, c0, c1, p1))
-    return (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * c0 + 3 * (1 - t) * t**2 * c1 + t**3 * p1
+def bezier(p0, c0, c1, p1):
+    return _bezier(p0, c0, c1, p1, n=_DENSE)
 
 
 def line(p0, p1):
@@ -35,10 +39,7 @@ def line(p0, p1):
 
 def resample(curve, n_intervals):
     """n_intervals + 1 points at equal arc length along a dense curve (both ends kept)."""
-    seg = np.linalg.norm(np.diff(curve, axis=0), axis=1)
-    s = np.concatenate([[0.0], np.cumsum(seg)])
-    targets = np.linspace(0.0, s[-1], n_intervals + 1)
-    return np.stack([np.interp(targets, s, curve[:, k]) for k in (0, 1)], axis=1)
+    return Chain(curve, {"start": 0, "end": len(curve) - 1}).sample("start", "end", n_intervals)
 
 
 def contour(segments):
@@ -49,10 +50,6 @@ def contour(segments):
         points.extend(pts if i == 0 else pts[1:])
         anchors.append(len(points) - 1)
     return np.array(points), anchors
-
-
-def mirror_x(p):
-    return (-p[0], p[1])
 
 
 # ---------------------------------------------------------------------------------
@@ -336,18 +333,13 @@ FEMUR_SHEAR = np.tan(np.radians(7.6))   # template condylar line before shearing
 TIBIA_SHEAR = np.tan(np.radians(3.0))   # template plateau before shearing: MPTA 90
 
 
-def smoothstep(t):
-    t = np.clip(t, 0.0, 1.0)
-    return t * t * (3 - 2 * t)
-
-
 def joint_obliquity(code, pts):
     pts = np.array(pts, dtype=float)
     x, y = pts[:, 0], pts[:, 1]
     if code[0] == "F" and code != "FIB" or code.startswith("CF"):
-        pts[:, 1] = y + FEMUR_SHEAR * x * smoothstep((y + 60.0) / 35.0)  # full below y = -25
+        pts[:, 1] = y + FEMUR_SHEAR * x * _smoothstep(y, -60.0, -25.0)  # full below y = -25
     elif code[0] == "T":  # the tibial tray stays square to the shaft, as a surgeon cuts it
-        pts[:, 1] = y + TIBIA_SHEAR * x * smoothstep((50.0 - y) / 35.0)  # full above y = 15
+        pts[:, 1] = y + TIBIA_SHEAR * x * _smoothstep(y, 50.0, 15.0)  # full above y = 15
     return pts
 
 
