@@ -527,35 +527,35 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     def adoptLandmarks(self, volumeNode, landmarksNode, side="Auto", schema="Auto", resultsTable=None):
         """Make a labelled point list (the user's, or loaded from a file) a case; returns its alignment."""
-        from KneeAlignmentLib.case_view import PLANE_TOLERANCE_MM
-        from KneeAlignmentLib.geometry import infer_side
-        from KneeAlignmentLib.markups import landmarks_px
+        from KneeAlignmentLib.case_view import read_points
+        from KneeAlignmentLib.measurement import measure_points
         from KneeAlignmentLib.schema import kind_for_labels, load_schema
-        from KneeAlignmentLib.workflow import gui_choices, image_side
+        from KneeAlignmentLib.workflow import gui_choices
 
         if landmarksNode is None:
             raise ValueError("select a landmark point list")
         kind, sideCode, _device = gui_choices(schema, side, "Auto")
-        node = self.markupsNode(landmarksNode)
+        node, image = self.markupsNode(landmarksNode), self.volumeImage(volumeNode)
         kind = kind or kind_for_labels(node.labels)
-        image = self.volumeImage(volumeNode)
-        sideCode, sideSource = image_side(image.radiograph, sideCode)
-        if sideCode is None:  # neither in the image nor chosen: the fibula tells
-            landmarkSchema = load_schema(kind)
-            points = landmarks_px(node, landmarkSchema.names, image.plane, tolerance_mm=PLANE_TOLERANCE_MM)
-            sideCode, sideSource = infer_side(points, landmarkSchema), "detected"
-        self._setCase(landmarksNode, volumeNode, kind, sideCode, sideSource, "landmarks", "")
+        _names, points = read_points(node, kind, image.plane)
+        decision = measure_points(points, load_schema(kind), side=sideCode, radiograph=image.radiograph).side
+        for flag in decision.flags:  # a chosen side against the image's tag is used, but said
+            logging.warning(f"{landmarksNode.GetName()}: {flag.code}: {flag.message}")
+        self._setCase(landmarksNode, volumeNode, kind, decision.side, decision.source, "landmarks", "")
         return self.update(landmarksNode, resultsTable).alignment
 
     def createManualPoints(self, volumeNode, side="Auto", resultsTable=None):
         """A point list of the six defining points, unplaced, for guided placement; returns it."""
         from KneeAlignmentLib.case_view import MANUAL_DISPLAY
         from KneeAlignmentLib.manual_points import KIND, MANUAL_POINTS
-        from KneeAlignmentLib.workflow import gui_choices, image_side
+        from KneeAlignmentLib.measurement import decide_side
+        from KneeAlignmentLib.workflow import gui_choices
 
         _kind, sideCode, _device = gui_choices("Auto", side, "Auto")
-        sideCode, sideSource = image_side(self.volumeImage(volumeNode).radiograph, sideCode)
-        if sideCode is None:
+        decision = decide_side(sideCode, self.volumeImage(volumeNode).radiograph)
+        for flag in decision.flags:
+            logging.warning(f"{volumeNode.GetName()}: {flag.code}: {flag.message}")
+        if decision.side is None:
             raise ValueError("manual mode cannot detect the side (no fibula is placed): choose Left or Right")
         name = slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} manual points")
         node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
@@ -566,7 +566,7 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             node.UnsetNthControlPointPosition(i)
         node.SetFixedNumberOfControlPoints(True)
         self._applyDisplay(node.GetDisplayNode(), MANUAL_DISPLAY)
-        self._setCase(node, volumeNode, KIND, sideCode, sideSource, "manual", "")
+        self._setCase(node, volumeNode, KIND, decision.side, decision.source, "manual", "")
         if resultsTable is not None:
             node.SetNodeReferenceID(PREFIX + "Table", resultsTable.GetID())
         return node
@@ -817,7 +817,7 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     def saveTrainingCase(self, landmarksNode, folder):
         """Image + current landmarks as the next case of a training dataset folder (neutral file names)."""
-        from KneeAlignmentLib.training_case import save_training_case, training_schema
+        from KneeAlignmentLib.datasets import save_training_case, training_schema
 
         case, _plane, update = self.evaluate(landmarksNode)
         schema = training_schema(case.kind)

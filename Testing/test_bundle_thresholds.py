@@ -17,7 +17,7 @@ from KneeAlignmentLib.bundle.format import METADATA_FILE, load_bundle, write_qc_
 from KneeAlignmentLib.bundle.modelset import ModelSet
 from KneeAlignmentLib.bundle.thresholds import DEFAULT, QCThresholds
 from KneeAlignmentLib.errors import BundleError
-from KneeAlignmentLib.evaluation import find_cases
+from KneeAlignmentLib.datasets import find_cases
 from KneeAlignmentLib.imageio import radiograph_from_array
 from KneeAlignmentLib.phantom.dataset import generate_dataset
 from KneeAlignmentLib.pipeline import measure_batch

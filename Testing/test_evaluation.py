@@ -1,5 +1,5 @@
-"""Tests of KneeAlignmentLib.evaluation: metrics with known answers, dataset reading and
-checking, the report files, and `kneealign evaluate` end to end."""
+"""Tests of KneeAlignmentLib.evaluation: metrics with known answers, the report files, and
+`kneealign evaluate` end to end (dataset reading: test_datasets.py)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotated_factory import knee_points, write_case, write_dataset
+from annotated_factory import knee_points, write_dataset
 from KneeAlignmentLib import cli
 from KneeAlignmentLib.bundle.format import save_bundle
-from KneeAlignmentLib.errors import MarkupsError
 from KneeAlignmentLib.evaluation import (
-    AnnotatedCase,
     CaseResult,
-    DatasetError,
     agreement,
     bland_altman,
     error_summary,
-    find_cases,
     icc,
     point_errors,
     summarize,
@@ -109,89 +105,6 @@ def test_agreement_counts_missing_and_large_errors_as_failures():
     assert a["failure_rate"] == pytest.approx(0.4)
     assert a["mean_abs_diff"] == pytest.approx(np.mean([0.5, 4.0, 0.0, 0.2]))
     assert a["bias"] == pytest.approx(np.mean([0.5, 4.0, 0.0, 0.2]))
-
-
-# --- datasets ---------------------------------------------------------------------------------
-
-def test_find_cases_pairs_images_and_annotations(tmp_path):
-    write_dataset(tmp_path, 3, fmt="png")
-    cases = find_cases(tmp_path)
-    assert [c.case_id for c in cases] == ["case000", "case001", "case002"]
-    loaded = cases[1].load("preop")
-    assert loaded.side == "L" and loaded.side_source == "anatomy"  # case001 is a left knee
-    assert loaded.points_px.shape == (134, 2) and loaded.radiograph.spacing_mm is None
-
-
-def test_dicom_cases_carry_spacing_and_laterality(tmp_path):
-    write_dataset(tmp_path, 2, fmt="dcm")
-    loaded = find_cases(tmp_path)[0].load()
-    assert loaded.radiograph.spacing_mm == (3.0, 3.0)
-    assert (loaded.side, loaded.side_source) == ("R", "ImageLaterality")
-    assert loaded.schema.kind == "preop"
-
-
-@pytest.mark.parametrize("problem, message", [
-    ("no annotation", "case001.png has no .mrk.json annotation"),
-    ("no image", "case001.mrk.json has no image"),
-    ("two images", "several images"),
-])
-def test_find_cases_reports_unpaired_files(tmp_path, problem, message):
-    write_dataset(tmp_path, 2, fmt="png")
-    if problem == "no annotation":
-        (tmp_path / "case001.mrk.json").unlink()
-    elif problem == "no image":
-        (tmp_path / "case001.png").unlink()
-    else:
-        (tmp_path / "case001.jpg").write_bytes((tmp_path / "case001.png").read_bytes())
-    with pytest.raises(DatasetError, match=message):
-        find_cases(tmp_path)
-
-
-def test_load_reports_missing_points_wrong_schema_and_points_outside(tmp_path):
-    rng = np.random.default_rng(1)
-    points = knee_points("preop", "R", rng)
-    missing = points.copy()
-    missing[load_schema("preop").index("TSP01")] = np.nan  # written as an undefined point
-    write_case(tmp_path / "a", "missing", "preop", missing)
-    with pytest.raises(MarkupsError, match=r"missing\.mrk\.json.*missing landmarks 'TSP01'"):
-        find_cases(tmp_path / "a")[0].load("preop")
-
-    write_case(tmp_path / "b", "postop_file", "postop", knee_points("postop", "R", rng))
-    with pytest.raises(MarkupsError, match=r"postop_file\.mrk\.json: .*postop schema \(181 points\), the preop"):
-        find_cases(tmp_path / "b")[0].load("preop")
-
-    outside = points.copy()
-    outside[load_schema("preop").index("FLC00")] = (-5.0, 10.0)
-    write_case(tmp_path / "c", "outside", "preop", outside)
-    with pytest.raises(MarkupsError, match=r"outside\.mrk\.json: 1 landmarks lie outside the 80x96 image.*FLC00"):
-        find_cases(tmp_path / "c")[0].load()
-
-
-def test_manifest_decides_cases_kind_and_side(tmp_path):
-    write_dataset(tmp_path, 2, fmt="png")
-    (tmp_path / "manifest.csv").write_text("case_id,image,markups,kind,side\n"
-                                           "knee-a,case000.png,case000.mrk.json,preop,R\n", encoding="utf-8")
-    (case,) = find_cases(tmp_path)
-    assert case == AnnotatedCase("knee-a", tmp_path / "case000.png", tmp_path / "case000.mrk.json", "preop", "R")
-    assert case.load().side_source == "manifest"
-    (tmp_path / "manifest.csv").write_text("case_id,image,markups\nx,nothing.png,case000.mrk.json\n")
-    with pytest.raises(DatasetError, match="line 2: nothing.png not found"):
-        find_cases(tmp_path)
-
-
-def test_phantom_folder_reads_through_its_manifest(tmp_path):
-    from KneeAlignmentLib.phantom import generate_dataset, render_case
-
-    generate_dataset("postop", 2, seed=5, out_dir=tmp_path, size=(128, 104))
-    cases = find_cases(tmp_path)
-    assert [c.case_id for c in cases] == ["PHANTOM-000000", "PHANTOM-000001"]
-    assert cases[0].image_path.suffix == ".dcm" and cases[0].kind == "postop"
-    loaded = cases[1].load("postop")
-    truth = render_case("postop", 5, 1, (128, 104))
-    np.testing.assert_allclose(loaded.points_px, truth.landmarks_px, atol=1e-6)
-    np.testing.assert_allclose(loaded.radiograph.pixels, truth.image, atol=1e-6)  # float32 rounding
-    assert loaded.radiograph.spacing_mm == pytest.approx(truth.spacing_mm)
-    assert (loaded.side, loaded.side_source) == (truth.side, "manifest")
 
 
 # --- report ---------------------------------------------------------------------------------

@@ -202,18 +202,21 @@ def test_oracle_batch_keeps_every_image_with_its_own_result(models):
         assert_true_measurement(result, knee)
 
 
-def test_a_stated_side_skips_detection_and_a_contradicting_given_side_is_flagged(models):
-    knee = make_knee("preop", "L", rotation_deg=5.0)
+def test_a_stated_side_skips_detection_and_a_given_side_wins_over_the_tag_flagged(models):
+    knee = make_knee("preop", "R", rotation_deg=5.0)  # a right knee whose laterality tag wrongly says L
     oracle = oracle_models(models, [knee])
     result = measure(knee.radiograph(side="L", side_source="ImageLaterality"), oracle, side="R")
-    assert (result.side, result.side_source) == ("L", "DICOM ImageLaterality")
+    assert (result.side, result.side_source) == ("R", "given")
     # One crop per model (no second side), plus the measured kind's orientation check: the knee
     # turned by 180 degrees as either side and mirrored (qc.orientation_flags).
     assert oracle.local("preop").network.seen == 1 + 3 and oracle.local("postop").network.seen == 1
     assert result.flag_codes == ("side_conflict",)
+    assert "given side R" in result.reason and "image's side L (DICOM ImageLaterality)" in result.reason
     assert result.alignment.atfa_fts_deg == pytest.approx(knee.alignment().atfa_fts_deg, abs=0.05)
 
-    given = measure(knee.radiograph(), oracle_models(models, [knee]), side="L")
+    tagged = measure(knee.radiograph(side="R", side_source="ImageLaterality"), oracle_models(models, [knee]))
+    assert (tagged.side, tagged.side_source, tagged.status) == ("R", "DICOM ImageLaterality", "ok")
+    given = measure(knee.radiograph(), oracle_models(models, [knee]), side="R")
     assert (given.side_source, given.status) == ("given", "ok")
 
 

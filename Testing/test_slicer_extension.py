@@ -989,7 +989,7 @@ def test_point_list_becomes_a_case_with_axes_angles_and_a_table_row(module, scen
     assert alignment.side == "R"  # no DICOM laterality: detected from the fibula
     assert alignment.atfa_fts_deg == pytest.approx(expected.atfa_fts_deg, abs=1e-9)
     assert node.GetAttribute("KneeAlignment.Kind") == kind
-    assert node.GetAttribute("KneeAlignment.SideSource") == "detected"
+    assert node.GetAttribute("KneeAlignment.SideSource") == "anatomy (fibula is lateral)"
     for method in ("FTS", "FNTS"):
         angle = _by_role(node, f"Angle.{method}")
         assert angle.class_name == "vtkMRMLMarkupsAngleNode" and angle.angle_mode == "OrientedSigned"
@@ -1130,12 +1130,13 @@ def test_slicer_and_the_command_line_give_the_network_the_same_pixels(module, sc
     """The same file, loaded into Slicer (any window/level) or read by `kneealign measure`: identical pixels,
     hence identical landmarks (the pipeline is deterministic)."""
     from dicom_factory import write_dx
+    from KneeAlignmentLib.datasets import write_image16
     from KneeAlignmentLib.imageio import read_radiograph
-    from KneeAlignmentLib.phantom.dataset import render_case, write_png16
+    from KneeAlignmentLib.phantom.dataset import render_case
 
     case = render_case("preop", 3, 0, (160, 128))
     if name == "png":
-        path = write_png16(tmp_path / "knee.png", case.display)
+        path = write_image16(tmp_path / "knee.png", case.display)
     elif name == "windowed dicom":  # a VOI window that clips: min-max of the voxels would differ
         path = write_dx(tmp_path / "knee.dcm", case.display, bits_stored=case.bits_stored, spacing_mm=(0.3, 0.3),
                         window=(2000.0, 1500.0), photometric="MONOCHROME1")
@@ -1223,7 +1224,7 @@ def test_exports_write_the_current_corrected_values(module, scene, tmp_path):
     import csv
     import json
 
-    from KneeAlignmentLib.evaluation import find_cases
+    from KneeAlignmentLib.datasets import find_cases
 
     volume, node, points_px = _case(scene, "preop")
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", "Results")

@@ -17,7 +17,7 @@ import torch
 from annotated_factory import SHAPE, knee_points, write_case, write_dataset
 from KneeAlignmentLib.bundle.format import load_bundle
 from KneeAlignmentLib.bundle.modelset import StageModel
-from KneeAlignmentLib.evaluation import DatasetError, find_cases
+from KneeAlignmentLib.datasets import DatasetError, find_cases
 from KneeAlignmentLib.frame import Letterbox
 from KneeAlignmentLib.heatmaps import HeatmapCodec
 from KneeAlignmentLib.schema import load_schema

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from KneeAlignmentLib.phantom.dataset import write_png16
+from KneeAlignmentLib.datasets import write_image16
 from KneeAlignmentLib.workers import die_with_parent
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux only")
@@ -58,7 +58,7 @@ def _alive(pid: int) -> bool:
 def test_workers_die_when_the_main_process_is_killed(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(8):  # 700 x 700 float32: 2 MB per image, far more than a pipe holds
-        write_png16(tmp_path / f"{i}.png", rng.integers(0, 65535, (700, 700), dtype=np.uint16))
+        write_image16(tmp_path / f"{i}.png", rng.integers(0, 65535, (700, 700), dtype=np.uint16))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
                              env=env)

@@ -76,7 +76,7 @@ from .atomicio import write_atomic
 from .bundle.modelset import ModelSet
 from .errors import KneeAlignmentError, OutputConflictError
 from .imageio import FORMAT_SIGNATURES  # the reader's own table: one list of recognised formats
-from .imageio import DEFAULT_MAX_PIXELS, Radiograph, quiet_pydicom, read_radiograph, with_given_spacing
+from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Radiograph, quiet_pydicom, read_radiograph, with_given_spacing
 from .measurement import Measurement, csv_header, write_markups
 from .pipeline import measure_batch
 from .schema import KINDS
@@ -99,9 +99,6 @@ SUMMARY_FILE = "summary.csv"
 MARKER_DIR = ".kneealign-done"
 STATUSES = ("ok", "flagged", "error", "skipped")
 
-# Files in a folder with these name endings are images (or meant to be: a damaged one is an error, not skipped).
-_IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nrrd", ".nhdr",
-                   ".nii", ".nii.gz")
 _MAGIC = tuple(magic for magic, _, _ in FORMAT_SIGNATURES)
 # DICOM objects that carry no image to measure.
 _NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "SEG", "REG", "RWV", "DOC", "PLAN", "FID", "RTSTRUCT",
@@ -205,7 +202,7 @@ def _skip_reason(path: Path) -> str | None:
         return None  # the reader reports it as this case's error
     if head[128:132] == b"DICM":
         return _dicom_skip_reason(path)
-    if name.lower().endswith(_IMAGE_SUFFIXES) or head.startswith(_MAGIC):
+    if name.lower().endswith(IMAGE_SUFFIXES) or head.startswith(_MAGIC):  # a damaged one: an error
         return None
     # A DICOM dataset without preamble starts with a group 0x0002 or 0x0008 tag (little endian).
     if head[:2] in (b"\x02\x00", b"\x08\x00") and len(head) >= 8:

@@ -59,7 +59,8 @@ class CaseRecord:
     Attributes:
         kind: "preop", "postop" or "manual": how the point list is measured.
         side: "L" or "R", decided when the case was created.
-        side_source: where the side came from ("DICOM ImageLaterality", "given", "detected").
+        side_source: where the side came from (``measurement.decide_side``: "given", "DICOM
+            ImageLaterality", "anatomy (fibula is lateral)"; "detected" by the model).
         source: "model", "landmarks" or "manual".
         measurement_json: the model's Measurement as one line of JSON (a model's result only).
     """

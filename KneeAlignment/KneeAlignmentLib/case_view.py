@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from .errors import MarkupsError
-from .geometry import Alignment, atfa_angle_points_px, compute_alignment
+from .geometry import Alignment, atfa_angle_points_px
 from .manual_points import KIND as MANUAL, alignment_from_manual_points
 from .markups import Display, ImagePlane, MarkupsNode, angle_node, fiducial_node, flip_ras_lps, landmarks_px, line_node
+from .measurement import measure_points
 from .schema import KINDS, LandmarkSchema, load_schema
 
 
@@ -210,7 +211,7 @@ def recompute(landmarks: MarkupsNode, kind: str, side: str, plane: ImagePlane) -
     Args:
         landmarks: the edited point list (LPS mm); its name prefixes the derived nodes.
         kind: "preop", "postop" or "manual".
-        side: "L" or "R", as decided when the case was created.
+        side: "L" or "R", as decided when the case was created (``measurement.decide_side``).
         plane: the radiograph's plane.
 
     Raises:
@@ -225,7 +226,7 @@ def recompute(landmarks: MarkupsNode, kind: str, side: str, plane: ImagePlane) -
         names = tuple(label for label, ok in zip(labels, placed) if ok)
         return CaseUpdate(kind, names, points[placed], alignment, derived_view(landmarks.name, alignment, plane))
     schema = load_schema(kind)
-    alignment = compute_alignment(points, schema, side, plane.spacing_mm)
+    alignment = measure_points(points, schema, side=side, spacing_mm=plane.spacing_mm).alignment
     view = derived_view(landmarks.name, alignment, plane, schema=schema, points_px=points)
     return CaseUpdate(kind, labels, points, alignment, view)
 

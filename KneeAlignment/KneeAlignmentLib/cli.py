@@ -8,6 +8,7 @@ kind (KneeAlignmentError) end the program with a one-line message and exit statu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -43,6 +44,13 @@ def _add_spacing(p, help_text: str) -> None:
     p.add_argument("--spacing", nargs=2, type=_spacing_mm, metavar=("ROW_MM", "COL_MM"), help=help_text)
 
 
+def _add_side(p, detection: str) -> None:
+    """The one definition of --side (angles, measure), with the side rule."""
+    from .measurement import SIDE_RULE
+
+    p.add_argument("--side", choices=["L", "R"], help=f"knee side: {SIDE_RULE} ({detection})")
+
+
 def _add_device(p, note: str = "") -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help=f"where the networks run (default: CUDA when available{note})")
@@ -62,8 +70,7 @@ def _add_angles(sub):
     p.add_argument("landmarks", type=Path, help="landmarks as a Slicer markups file (.mrk.json)")
     p.add_argument("--schema", choices=["auto", "preop", "postop"], default="auto",
                    help="landmark schema (default: from the number of points)")
-    p.add_argument("--side", choices=["L", "R"],
-                   help="knee side (default: from the anatomy; the fibula is lateral)")
+    _add_side(p, "detected from the landmarks: the fibula is lateral")
     _add_spacing(p, "pixel spacing, when the points were placed on an image without spacing "
                     "(coordinates in pixels)")
     p.add_argument("--image", type=Path, help="the radiograph the landmarks were placed on (for --overlay)")
@@ -73,59 +80,49 @@ def _add_angles(sub):
     p.set_defaults(func=_cmd_angles)
 
 
-def measure_landmark_file(path: Path, schema_kind="auto", side=None, spacing_mm=(1.0, 1.0), plane=None):
-    """Alignment from a .mrk.json file; returns (alignment, schema, side_source, points_px).
-
-    ``plane`` maps the file's coordinates to image pixels (default: taken as they are,
-    millimetres or pixels of an image without spacing, for which ``spacing_mm`` gives
-    the physical size).
-    """
-    from . import geometry, markups, schema as schema_mod
-
-    if schema_kind == "auto":
-        labels = [label for n in markups.read_markups(path) if n.type == "Fiducial" for label in n.labels]
-        schema_kind = schema_mod.kind_for_labels(labels)
-    schema = schema_mod.load_schema(schema_kind)
-    points_px = markups.read_landmarks(path, schema.names, plane or markups.ImagePlane.identity())
-    side_source = "given"
-    if side is None:
-        side, side_source = geometry.infer_side(points_px, schema), "anatomy (fibula is lateral)"
-    return geometry.compute_alignment(points_px, schema, side, spacing_mm), schema, side_source, points_px
-
-
 def _cmd_angles(args) -> int:
+    from . import markups
     from .case_view import format_alignment
-    from .markups import ImagePlane
+    from .measurement import measure_points
+    from .schema import kind_for_labels, load_schema
 
     if (args.image is None) != (args.overlay is None):
         raise KneeAlignmentError("--image and --overlay go together")
-    spacing, plane, side, side_source = (tuple(args.spacing) if args.spacing else (1.0, 1.0)), None, args.side, None
+    spacing, plane, radiograph = tuple(args.spacing or (1.0, 1.0)), markups.ImagePlane.identity(), None
     if args.image is not None:
         from .imageio import read_radiograph
 
         radiograph = read_radiograph(args.image)
         if args.spacing is None and radiograph.spacing_mm is not None:
             # the points are millimetres on this image: map them onto its pixels
-            spacing, plane = radiograph.spacing_mm, ImagePlane.identity(radiograph.spacing_mm)
-        if side is None and radiograph.side is not None:
-            side, side_source = radiograph.side, f"DICOM {radiograph.side_source}"
-    alignment, schema, given_or_anatomy, points_px = measure_landmark_file(
-        args.landmarks, args.schema, side, spacing, plane)
-    side_source = side_source or given_or_anatomy
+            spacing, plane = radiograph.spacing_mm, markups.ImagePlane.identity(radiograph.spacing_mm)
+    kind = args.schema
+    if kind == "auto":
+        kind = kind_for_labels([label for n in markups.read_markups(args.landmarks) if n.type == "Fiducial"
+                                for label in n.labels])
+    schema = load_schema(kind)
+    points_px = markups.read_landmarks(args.landmarks, schema.names, plane)
+    measured = measure_points(points_px, schema, side=args.side, radiograph=radiograph, spacing_mm=spacing)
+    alignment, side_source, flags = measured.alignment, measured.side.source, measured.side.flags
     if args.overlay is not None:
         from .overlay import draw_result
 
         notes = [f"{'left' if alignment.side == 'L' else 'right'} knee (side from {side_source})",
+                 *(f"{flag.code}: {flag.message}" for flag in flags),
                  f"{schema.kind} landmarks from {args.landmarks.name}"]
         draw_result(radiograph.pixels, (schema.kind, points_px, None), alignment, notes,
                     "annotated landmarks (no model)", args.overlay)
     if args.json:
+        # qc_flags only when raised: the output of an unflagged case is unchanged
         _print_json({"file": args.landmarks.name, "schema": schema.kind, "schema_version": schema.version,
                      "side_source": side_source, "software": f"kneealignment {__version__}",
-                     "intended_use": DISCLAIMER, **alignment.to_dict()})
+                     "intended_use": DISCLAIMER, **alignment.to_dict(),
+                     **({"qc_flags": [dataclasses.asdict(f) for f in flags]} if flags else {})})
     else:
         print(f"{args.landmarks.name}  ({schema.kind} schema, side from {side_source})")
         print(format_alignment(alignment))
+        for flag in flags:
+            print(f"  flagged {flag.code}: {flag.message}")
         print(DISCLAIMER)
     return 0
 
@@ -251,16 +248,15 @@ def _cmd_demo(args) -> int:
     from .batch import BatchOptions, discover_inputs, run_batch
     from .bundle.modelset import ModelSet
     from .bundle.resolve import resolve_models
-    from .evaluation import find_cases
-    from .geometry import compute_alignment
-    from .measurement import format_measurement
+    from .datasets import find_cases
+    from .measurement import format_measurement, measure_points
 
     cases = find_cases(EXAMPLE_RADIOGRAPHS)  # each DICOM with its true landmarks (.mrk.json)
     truth = {}
     for case in cases:
-        item = case.load()
-        truth[case.image_path.name] = compute_alignment(item.points_px, item.schema, item.side,
-                                                         item.radiograph.spacing_mm)
+        item = case.load()  # its side decided there
+        truth[case.image_path.name] = measure_points(item.points_px, item.schema, side=item.side,
+                                                     spacing_mm=item.radiograph.spacing_mm).alignment
     models = ModelSet.load(resolve_models(args.models_dir), device=args.device)
 
     def report(record) -> None:
@@ -304,8 +300,7 @@ def _add_measure(sub):
     p.add_argument("--model", choices=["auto", "preop", "postop"], default="auto",
                    help="pre-op or post-op (implants) model (default: auto, decided per image)")
     _add_models_dir(p)
-    p.add_argument("--side", choices=["L", "R"],
-                   help="knee side for images whose file does not state it (default: detected)")
+    _add_side(p, "detected from the image")
     _add_spacing(p, "pixel spacing (row, column) in mm for images whose file carries none (PNG/JPEG exports); "
                     "recorded as given. An input whose own spacing differs is refused with a message")
     _add_device(p, "; cuda:LOCAL_RANK under torchrun")
@@ -416,18 +411,19 @@ def _cmd_evaluate(args) -> int:
     from . import evaluation
     from .bundle.modelset import ModelSet
     from .bundle.resolve import resolve_models
+    from .datasets import DatasetError, find_cases
 
-    cases = evaluation.find_cases(args.data)
+    cases = find_cases(args.data)
     notes = [f"data: {args.data.name}"]
     if args.split:
         try:
             wanted = set(json_mod.loads(args.split.read_text(encoding="utf-8"))[args.subset])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise evaluation.DatasetError(f"cannot read the {args.subset} list of {args.split} ({exc})") from exc
+            raise DatasetError(f"cannot read the {args.subset} list of {args.split} ({exc})") from exc
         cases = [c for c in cases if c.case_id in wanted]
         if len(cases) != len(wanted):
-            raise evaluation.DatasetError(f"{args.split}: {len(wanted) - len(cases)} {args.subset} cases are not "
-                                          f"in {args.data}")
+            raise DatasetError(f"{args.split}: {len(wanted) - len(cases)} {args.subset} cases are not "
+                               f"in {args.data}")
         notes.append(f"{args.subset} subset of {args.split.name}")
     models = ModelSet.load(resolve_models(args.models_dir), device=args.device)
     notes.append("models: " + ", ".join(f"{m.info.role} {m.info.model_id}"

@@ -1,14 +1,10 @@
-"""Evaluation against annotated radiographs: datasets, agreement metrics, and the report.
+"""Evaluation against annotated radiographs: agreement metrics and the report.
 
-Three parts:
+The annotated cases come from ``datasets`` (``find_cases``, ``AnnotatedCase.load``).
 
-1. Annotated datasets (shared with training): a folder of radiographs (DICOM, PNG,
-   ...) with one Slicer markups file ``<stem>.mrk.json`` per image, or a folder with a
-   ``manifest.csv`` (the phantom's output), found by :func:`find_cases` and read and
-   checked by :meth:`AnnotatedCase.load`.
-2. Metrics (pure numpy, unit-tested with known answers): point-to-point errors,
+1. Metrics (pure numpy, unit-tested with known answers): point-to-point errors,
    Bland-Altman agreement, ICC(A,1) and ICC(C,1), failure rates.
-3. :func:`evaluate` runs ``pipeline.measure_batch`` on every case and
+2. :func:`evaluate` runs ``pipeline.measure_batch`` on every case and
    :func:`write_report` writes the per-case CSV, per-landmark and per-group tables,
    plots (Bland-Altman, scatter, point-error CDF) and a Markdown summary.
 
@@ -29,18 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from . import DISCLAIMER
-from .errors import KneeAlignmentError, MarkupsError
-from .geometry import compute_alignment, infer_side, outside_image
-from .imageio import Radiograph, read_radiograph
-from .markups import ImagePlane, read_landmarks, read_markups
-from .schema import KINDS, LandmarkSchema, kind_for_labels, load_schema
+from .datasets import AnnotatedImage
+from .measurement import measure_points
+from .qc import ordered
+from .schema import load_schema
 
 __all__ = [
-    "DatasetError",
-    "AnnotatedCase",
-    "AnnotatedImage",
     "CaseResult",
-    "find_cases",
     "point_errors",
     "error_summary",
     "bland_altman",
@@ -51,196 +42,11 @@ __all__ = [
     "write_report",
 ]
 
-MANIFEST = "manifest.csv"
-MARKUPS_SUFFIX = ".mrk.json"
-IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nrrd", ".nii.gz", ".nii")
-# manifest.csv: the first column present of each list is used (the phantom writes id,
-# dicom, png; DICOM first because it carries the pixel spacing and the laterality).
-_ID_COLUMNS = ("case_id", "id")
-_IMAGE_COLUMNS = ("image", "dicom", "png")
 FAILURE_DEG = 3.0  # an aTFA further than this from the truth counts as a failure
 METHODS = ("fts", "fnts")
 
 
-class DatasetError(KneeAlignmentError):
-    """A dataset folder that cannot be used: no cases, unpaired or ambiguous files, bad manifest."""
-
-
-# --- 1. annotated datasets ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class AnnotatedImage:
-    """One radiograph with its ground-truth landmarks.
-
-    Attributes:
-        case_id: the case's name (file stem or manifest id; groups images in splits).
-        radiograph: the image.
-        points_px: (K, 2) float64 landmarks of ``schema`` in image px.
-        schema: the landmark schema the annotation follows.
-        side: "L" or "R"; side_source: "manifest", the image's own source (e.g.
-            "ImageLaterality") or "anatomy" (the fibula is lateral).
-    """
-
-    case_id: str
-    radiograph: Radiograph
-    points_px: np.ndarray
-    schema: LandmarkSchema
-    side: str
-    side_source: str
-
-
-@dataclass(frozen=True)
-class AnnotatedCase:
-    """Where one annotated image lives; :meth:`load` reads and checks it.
-
-    ``kind`` and ``side`` are known when a manifest states them (else None: the kind
-    follows from the point labels, the side from the image or the anatomy).
-    """
-
-    case_id: str
-    image_path: Path
-    markups_path: Path
-    kind: str | None = None
-    side: str | None = None
-
-    def load(self, kind: str | None = None) -> AnnotatedImage:
-        """Read the image and its landmarks and check them.
-
-        Args:
-            kind: "preop"/"postop" to require that schema; None accepts either.
-
-        Raises:
-            ImageReadError: the image cannot be read.
-            MarkupsError: the annotation cannot be read, has missing, unknown or
-                duplicated landmarks, another point count than the schema, or points
-                outside the image (the message names the file).
-        """
-        radiograph = read_radiograph(self.image_path)
-        name = self.markups_path.name
-        found = self.kind or _kind_of(self.markups_path)
-        if kind is not None and found != kind:
-            raise MarkupsError(f"{name}: the annotation follows the {found} schema ({len(load_schema(found))} "
-                               f"points), the {kind} schema ({len(load_schema(kind))} points) was expected")
-        schema = load_schema(found)
-        plane = ImagePlane.identity(radiograph.spacing_mm or (1.0, 1.0))
-        points = read_landmarks(self.markups_path, schema.names, plane)
-        h, w = radiograph.shape
-        outside = outside_image(points, radiograph.shape)
-        if outside.any():
-            names = [schema.names[i] for i in np.flatnonzero(outside)]
-            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-            raise MarkupsError(f"{name}: {len(names)} landmarks lie outside the {w}x{h} image "
-                               f"{self.image_path.name}: {shown}")
-        if self.side is not None:
-            side, source = self.side, "manifest"
-        elif radiograph.side is not None:
-            side, source = radiograph.side, radiograph.side_source
-        else:
-            side, source = infer_side(points, schema), "anatomy"
-        return AnnotatedImage(self.case_id, radiograph, points, schema, side, source)
-
-
-def _kind_of(path: Path) -> str:
-    """The schema an annotation file follows, from its point labels (implant points: post-op)."""
-    return kind_for_labels([label for node in read_markups(path) if node.type == "Fiducial" for label in node.labels])
-
-
-def find_cases(folder: str | Path) -> list[AnnotatedCase]:
-    """The annotated cases of a dataset folder, sorted by case id.
-
-    With a ``manifest.csv`` the manifest decides: one row per case with its id
-    (column ``case_id`` or ``id``), image (``image``, else ``dicom``, else ``png``),
-    ``markups``, and optionally ``kind`` and ``side``; paths relative to the folder
-    (the phantom's ``generate_dataset`` writes such a manifest). Otherwise
-    every ``<stem>.mrk.json`` (in the folder or below) is paired with the one image named
-    ``<stem>`` plus an image suffix (.dcm, .png, ...) or ``<stem>`` itself (DICOM without a
-    suffix), and the case id is the stem's path relative to the folder.
-
-    Raises:
-        DatasetError: no folder, no cases, an annotation without an image or with
-            several, an image without an annotation, or a malformed manifest.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise DatasetError(f"dataset folder {root} not found")
-    if (root / MANIFEST).is_file():
-        cases = _read_manifest(root)
-    else:
-        cases = _pair_files(root)
-    if not cases:
-        raise DatasetError(f"{root}: no annotated images (expected <name>.mrk.json beside each image, "
-                           f"or a {MANIFEST})")
-    return sorted(cases, key=lambda c: c.case_id)
-
-
-def _image_stem(path: Path) -> str | None:
-    """The stem an image file pairs by, or None when the file is not an image candidate."""
-    name = path.name
-    lower = name.lower()
-    if name.startswith(".") or lower.endswith((MARKUPS_SUFFIX, ".json", ".csv", ".md", ".txt", ".yaml", ".yml")):
-        return None
-    for suffix in IMAGE_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name if "." not in name else None  # DICOM files often have no suffix
-
-
-def _pair_files(root: Path) -> list[AnnotatedCase]:
-    images: dict[Path, list[Path]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        stem = _image_stem(path)
-        if stem is not None:
-            images.setdefault(path.parent / stem, []).append(path)
-    cases, problems = [], []
-    annotated = set()
-    for mrk in sorted(root.rglob(f"*{MARKUPS_SUFFIX}")):
-        key = mrk.parent / mrk.name[: -len(MARKUPS_SUFFIX)]
-        annotated.add(key)
-        found = images.get(key, [])
-        if len(found) != 1:
-            what = "no image" if not found else f"several images ({', '.join(p.name for p in found)})"
-            problems.append(f"{mrk.relative_to(root)} has {what}")
-            continue
-        cases.append(AnnotatedCase(key.relative_to(root).as_posix(), found[0], mrk))
-    problems += [f"{paths[0].relative_to(root)} has no {MARKUPS_SUFFIX} annotation"
-                 for key, paths in images.items() if key not in annotated]
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise DatasetError(f"{root}: every image needs exactly one annotation <name>{MARKUPS_SUFFIX}: {shown}")
-    return cases
-
-
-def _read_manifest(root: Path) -> list[AnnotatedCase]:
-    path = root / MANIFEST
-    try:
-        with open(path, newline="", encoding="utf-8") as stream:
-            rows = list(csv.DictReader(stream))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{path}: cannot read ({exc})") from exc
-    columns = set(rows[0]) if rows else set()
-    id_column = next((c for c in _ID_COLUMNS if c in columns), None)
-    image_column = next((c for c in _IMAGE_COLUMNS if c in columns), None)
-    if id_column is None or image_column is None or "markups" not in columns:
-        raise DatasetError(f"{path}: needs at least one row and columns for the case id ({' or '.join(_ID_COLUMNS)}), "
-                           f"the image ({' or '.join(_IMAGE_COLUMNS)}) and 'markups'")
-    cases, seen = [], set()
-    for line, row in enumerate(rows, start=2):
-        case_id, kind, side = row[id_column].strip(), (row.get("kind") or "").strip(), (row.get("side") or "").strip()
-        if not case_id or case_id in seen:
-            raise DatasetError(f"{path}, line {line}: empty or repeated case id {case_id!r}")
-        if kind not in ("", *KINDS) or side not in ("", "L", "R"):
-            raise DatasetError(f"{path}, line {line}: kind must be one of {KINDS} and side L or R")
-        image, mrk = root / row[image_column].strip(), root / row["markups"].strip()
-        for file in (image, mrk):
-            if not file.is_file():
-                raise DatasetError(f"{path}, line {line}: {file.relative_to(root)} not found")
-        seen.add(case_id)
-        cases.append(AnnotatedCase(case_id, image, mrk, kind or None, side or None))
-    return cases
-
-
-# --- 2. metrics (pure numpy) ----------------------------------------------------------------
+# --- 1. metrics (pure numpy) ----------------------------------------------------------------
 
 
 def point_errors(pred_px, truth_px, spacing_mm: tuple[float, float] | None = None):
@@ -346,7 +152,7 @@ def _paired(a, b) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-# --- 3. running and reporting --------------------------------------------------------------
+# --- 2. running and reporting --------------------------------------------------------------
 
 
 @dataclass(frozen=True, eq=False)
@@ -417,12 +223,16 @@ def evaluate(cases: Iterable[AnnotatedImage], models, *, kind: str = "annotation
 
 
 def _pair(case: AnnotatedImage, m) -> CaseResult:
-    truth = compute_alignment(case.points_px, case.schema, case.side, case.radiograph.spacing_mm)
+    truth = measure_points(case.points_px, case.schema, side=case.side,
+                           spacing_mm=case.radiograph.spacing_mm).alignment  # the side decided in load
     a = m.alignment
     same_schema = m.landmarks is not None and m.kind == case.schema.kind
+    # the annotation's own side flags (side_conflict) count like the measurement's: a result is not silent
+    flags = ordered([*case.side_flags, *m.qc_flags])
     return CaseResult(
         case_id=case.case_id, kind=case.schema.kind, side_true=case.side, side_pred=m.side, kind_pred=m.kind,
-        status=m.status, qc_flags=m.flag_codes, spacing_mm=case.radiograph.spacing_mm, truth_px=case.points_px,
+        status="flagged" if flags else "ok", qc_flags=tuple(f.code for f in flags),
+        spacing_mm=case.radiograph.spacing_mm, truth_px=case.points_px,
         pred_px=np.array(m.landmarks.points_px) if same_schema else None,
         atfa_true={"fts": truth.atfa_fts_deg, "fnts": truth.atfa_fnts_deg},
         atfa_pred={"fts": math.nan if a is None else a.atfa_fts_deg,

@@ -65,6 +65,7 @@ if TYPE_CHECKING:  # SimpleITK is imported where a non-DICOM file is read: DICOM
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
     "Radiograph",
     "radiograph_from_array",
     "read_radiograph",
@@ -108,6 +109,9 @@ FORMAT_SIGNATURES = (
     (b"MM\x00+", "TIFF", "TIFFImageIO"),
     (b"NRRD000", "NRRD", "NrrdImageIO"),
 )
+# File names ending so are images this module reads (a DICOM file may also have no suffix).
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nrrd", ".nhdr",
+                  ".nii", ".nii.gz")
 _DISPLAY_FORMATS = ("PNG", "JPEG", "TIFF")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz", ".nia", ".hdr", ".img", ".img.gz")  # what ITK's NiftiImageIO reads
 _SUPPORTED = "DICOM, PNG, JPEG, TIFF, NRRD, NIfTI"

@@ -2,7 +2,10 @@
 
 A :class:`Measurement` is what ``pipeline.measure`` returns for one radiograph: the
 landmarks with their confidence, the alignment from ``geometry``, how side and kind were
-decided, quality-control flags, the models that produced it and timings. It carries no
+decided, quality-control flags, the models that produced it and timings.
+:func:`decide_side` is the one side rule of every entry point (pipeline, Slicer,
+``kneealign angles``, evaluation); :func:`measure_points` measures a labelled point list
+(an annotation, a corrected case) with it. It carries no
 patient identifier; the input file name is stored only when a caller puts it in
 ``input_name`` (the CLI does so only with ``--keep-names``).
 
@@ -35,25 +38,33 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import DISCLAIMER, __version__, markups
 from .bundle.known import PROVENANCES
 from .errors import MarkupsError, MeasurementError, SchemaError
-from .geometry import Alignment, atfa_angle_points_px, mm_per_px, readonly_array
-from .schema import KINDS, load_schema
+from .geometry import Alignment, atfa_angle_points_px, compute_alignment, infer_side, mm_per_px, readonly_array
+from .schema import KINDS, LandmarkSchema, load_schema
+
+if TYPE_CHECKING:
+    from .imageio import Radiograph
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "Landmarks",
     "Measurement",
+    "MeasuredPoints",
     "ModelInfo",
     "QCFlag",
+    "SIDE_RULE",
+    "SideDecision",
     "csv_header",
+    "decide_side",
     "format_measurement",
+    "measure_points",
     "reference_point_names",
     "write_markups",
 ]
@@ -385,6 +396,95 @@ def _alignment_from_dict(data: Mapping[str, Any]) -> Alignment:
     if set(data) != names:
         raise ValueError(f"alignment fields differ from {sorted(names)}")
     return Alignment(**{k: readonly_array(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+# --- the side rule and labelled point lists ----------------------------------------------
+
+# The rule in one sentence, for --help texts and the README (decide_side explains it).
+SIDE_RULE = ("a side given explicitly wins; else the image's laterality tag (DICOM); else it is detected. "
+             "A given side that contradicts the tag is used and flagged side_conflict")
+SIDE_FROM_ANATOMY = "anatomy (fibula is lateral)"  # the source of a side detected from a point list
+
+
+@dataclass(frozen=True)
+class SideDecision:
+    """Which knee side to measure, where it came from, and the QC flags of that decision.
+
+    ``side``: "L"/"R", or None: detect it (``source`` "detected"; the pipeline does so
+    with its networks). ``source``: the given side's source ("given", "manifest"), the
+    image's tag ("DICOM ImageLaterality", "DICOM Laterality"; "given" for an array made
+    with a side), "detected" or :data:`SIDE_FROM_ANATOMY`.
+    """
+
+    side: str | None
+    source: str
+    flags: tuple[QCFlag, ...] = ()
+
+
+def decide_side(given: str | None, radiograph: Radiograph | None = None, *, given_source: str = "given",
+                points_px: Any = None, schema: LandmarkSchema | None = None) -> SideDecision:
+    """The side rule of every entry point.
+
+    1. A side given explicitly (``kneealign measure``/``angles`` ``--side``, the Slicer
+       module's side choice, an evaluation manifest's ``side`` column) wins: the user
+       knows the film, and a laterality tag can be wrong.
+    2. Else the image's own laterality tag (DICOM ImageLaterality, else Laterality).
+    3. Else detection: from the landmarks when ``points_px`` (K, 2) of ``schema`` are
+       given (the fibula is lateral, ``geometry.infer_side``); otherwise the side is
+       left None for the caller to detect (the pipeline, from the image).
+
+    A given side that contradicts the tag is used, never silently: the decision carries
+    a ``side_conflict`` flag naming both sides.
+
+    Raises:
+        ValueError: ``given`` not "L", "R" or None.
+        GeometryError: detection from degenerate landmarks.
+    """
+    if given not in (None, "L", "R"):
+        raise ValueError(f"side must be 'L', 'R' or None, got {given!r}")
+    tag = radiograph.side if radiograph is not None else None
+    tag_source = radiograph.side_source if tag is not None else ""
+    if tag_source in ("ImageLaterality", "Laterality"):
+        tag_source = f"DICOM {tag_source}"
+    if given is not None:
+        flags = () if tag in (None, given) else (
+            QCFlag("side_conflict", f"the {given_source} side {given} contradicts the image's side {tag} "
+                                    f"({tag_source}); {given} was used"),)
+        return SideDecision(given, given_source, flags)
+    if tag is not None:
+        return SideDecision(tag, tag_source)
+    if points_px is not None:
+        return SideDecision(infer_side(points_px, schema), SIDE_FROM_ANATOMY)
+    return SideDecision(None, "detected")
+
+
+@dataclass(frozen=True, eq=False)
+class MeasuredPoints:
+    """A labelled point list measured: its points (K, 2) px in schema order, the side decision, the alignment."""
+
+    schema: LandmarkSchema
+    points_px: np.ndarray
+    side: SideDecision
+    alignment: Alignment
+
+
+def measure_points(points_px: Any, schema: LandmarkSchema, *, side: str | None = None,
+                   radiograph: Radiograph | None = None, spacing_mm: tuple[float, float] | None = None,
+                   given_source: str = "given") -> MeasuredPoints:
+    """Alignment of landmarks (K, 2) px of ``schema``, their side by :func:`decide_side`.
+
+    Args:
+        side: the side given explicitly, or None. radiograph: the image the points lie on
+            (for its laterality tag), or None. spacing_mm: (row_mm, col_mm) or None.
+        given_source: what gave ``side`` ("given", "manifest").
+
+    Raises:
+        GeometryError: landmarks from which no angle can be computed, or whose fibula
+            contradicts the decided side.
+    """
+    decision = decide_side(side, radiograph, given_source=given_source, points_px=points_px, schema=schema)
+    points = np.array(points_px, dtype=np.float64)
+    return MeasuredPoints(schema, points, decision, compute_alignment(points, schema, decision.side, spacing_mm))
 
 
 # --- Slicer markups -----------------------------------------------------------------------

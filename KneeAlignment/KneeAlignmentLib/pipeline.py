@@ -17,8 +17,10 @@ Network input (:func:`prepare_input`, to be shared with training): letterbox / c
 pixels in [0, 1] with 0 beyond the image, each image standardised to zero mean and unit
 standard deviation.
 
-Side: the radiograph's own (DICOM laterality) when present, else the caller's, else
-detected: the local stage runs on the crop as a right knee and mirrored as a left knee.
+Side (``measurement.decide_side``): the caller's when given, else the radiograph's own
+(DICOM laterality), else detected; a given side contradicting the image's is flagged
+``side_conflict``. Detection: the local stage runs on the crop as a right knee and
+mirrored as a left knee.
 The orientation whose landmarks put the fibula laterally (``geometry.infer_side`` agrees)
 wins when only one does, else the one with the higher mean landmark confidence; flagged
 ``side_uncertain`` when anatomy and confidence disagree, both or neither orientation is
@@ -78,7 +80,7 @@ from .errors import BundleError, GeometryError
 from .frame import Letterbox, ReferenceFrame
 from .geometry import compute_alignment, infer_side
 from .imageio import Radiograph
-from .measurement import Landmarks, Measurement, QCFlag
+from .measurement import Landmarks, Measurement, QCFlag, SideDecision, decide_side
 from .schema import KINDS, LandmarkSchema, load_schema
 
 __all__ = ["measure", "measure_batch", "prepare_input"]
@@ -181,26 +183,6 @@ class _LocalRun:
     finite: bool = True
 
 
-@dataclass(frozen=True)
-class _SidePlan:
-    side: str | None  # None: detect
-    source: str
-    flags: tuple[QCFlag, ...] = ()
-
-
-def _side_plan(radiograph: Radiograph, side: str | None) -> _SidePlan:
-    if radiograph.side is None:
-        return _SidePlan(side, "given") if side is not None else _SidePlan(None, "detected")
-    source = radiograph.side_source
-    if source in ("ImageLaterality", "Laterality"):
-        source = f"DICOM {source}"
-    flags = ()
-    if side is not None and side != radiograph.side:
-        flags = (QCFlag("side_conflict", f"the given side {side} contradicts the image's side "
-                                         f"{radiograph.side} ({source}), which was used"),)
-    return _SidePlan(radiograph.side, source, flags)
-
-
 def measure(radiograph: Radiograph, models: ModelSet, *, kind: str = "auto", side: str | None = None,
             device: str | torch.device | None = None, autocast: bool = False,
             progress: Callable[[float, str], None] | None = None) -> Measurement:
@@ -224,8 +206,8 @@ def measure_batch(radiographs: Sequence[Radiograph], models: ModelSet, *, kind: 
         radiographs: the images.
         models: a ModelSet.
         kind: "auto" (decide pre-op vs post-op), "preop" or "postop".
-        side: "L"/"R" for every image lacking its own side (DICOM laterality wins), or None
-            to detect it.
+        side: "L"/"R" for every image (it wins over an image's laterality tag, which is then
+            flagged ``side_conflict`` where it differs), or None: each image's tag, else detected.
         device: move the models there first (in place); None: where they are.
         batch_size: network batch size (>= 1).
         autocast: float16 autocast on CUDA (see the module docstring); CUDA only.
@@ -288,7 +270,7 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
         refs = [box.to_image(points) for box, points in zip(boxes, decoded.points)]
     progress(1, "Reference points found")
 
-    plans = [_side_plan(r, side) for r in chunk]
+    plans = [decide_side(side, r) for r in chunk]
     failures: dict[int, QCFlag] = {}
     runs: dict[int, list[_LocalRun]] = {i: [] for i in range(len(chunk))}
     with watch("local"):
@@ -341,8 +323,8 @@ def _measure_chunk(chunk: list[Radiograph], models: ModelSet, kinds: tuple[str, 
     return results
 
 
-def _check_orientation(images: list[torch.Tensor], refs: list[np.ndarray], found: list[dict], plans: list[_SidePlan],
-                       models: ModelSet, batch_size: int, autocast: bool) -> None:
+def _check_orientation(images: list[torch.Tensor], refs: list[np.ndarray], found: list[dict],
+                       plans: list[SideDecision], models: ModelSet, batch_size: int, autocast: bool) -> None:
     """Run the measured kind's local network on the knee turned by 180 degrees (as either
     side) and, where the side was not detected, mirrored; add ``qc.orientation_flags``."""
     jobs: list[tuple[int, str, ReferenceFrame]] = []
@@ -385,7 +367,7 @@ _SIDE_WORD = {"R": "right", "L": "left"}
 
 
 def _finish(radiograph: Radiograph, ref_px: np.ndarray, ref_conf: np.ndarray, runs: list[_LocalRun],
-            plan: _SidePlan, failure: QCFlag | None, kind_request: str, kinds: tuple[str, ...]) -> dict:
+            plan: SideDecision, failure: QCFlag | None, kind_request: str, kinds: tuple[str, ...]) -> dict:
     """Decide side and kind, then geometry and QC: the Measurement fields of one image."""
     flags = list(plan.flags)
     evidence: dict[str, float] = {}

@@ -23,12 +23,11 @@ if TYPE_CHECKING:
     from .bundle.modelset import ModelCache
     from .measurement import Measurement
 
-__all__ = ["DEVICES", "SCHEMA_KINDS", "SIDE_CODES", "Cancelled", "checkpoint", "gui_choices", "image_side",
-           "measure_radiograph"]
+__all__ = ["DEVICES", "SCHEMA_KINDS", "SIDE_CODES", "Cancelled", "checkpoint", "gui_choices", "measure_radiograph"]
 
 # The Slicer module's choices ("Auto" besides these) -> core values.
 SCHEMA_KINDS = MappingProxyType({"Pre-op": "preop", "Post-op": "postop"})  # "Auto": the model or the labels decide
-SIDE_CODES = MappingProxyType({"Left": "L", "Right": "R"})  # "Auto": DICOM laterality, else detected
+SIDE_CODES = MappingProxyType({"Left": "L", "Right": "R"})  # wins; "Auto": DICOM laterality, else detected
 DEVICES = MappingProxyType({"Auto": "auto", "CPU": "cpu", "GPU": "cuda"})  # torch device strings
 
 Progress = Callable[[float, str], None]
@@ -42,13 +41,6 @@ def gui_choices(model: str, side: str, device: str) -> tuple[str | None, str | N
         if value != "Auto" and value not in table:
             raise ValueError(f"{what} must be Auto or one of {', '.join(table)}, got {value!r}")
     return SCHEMA_KINDS.get(model), SIDE_CODES.get(side), DEVICES[device]
-
-
-def image_side(radiograph: Radiograph, chosen: str | None) -> tuple[str | None, str]:
-    """(side, source): the image's own (DICOM laterality) first, as the pipeline does, else the chosen one."""
-    if radiograph.side is not None:
-        return radiograph.side, radiograph.side_source
-    return (chosen, "given") if chosen else (None, "undetermined")
 
 
 class Cancelled(Exception):

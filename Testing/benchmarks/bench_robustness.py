@@ -24,7 +24,8 @@ import torch
 
 from KneeAlignmentLib.bundle.modelset import ModelSet
 from KneeAlignmentLib.bundle.resolve import SHIPPED_MODELS_DIR
-from KneeAlignmentLib.evaluation import AnnotatedImage, evaluate, find_cases, summarize
+from KneeAlignmentLib.datasets import AnnotatedImage, find_cases
+from KneeAlignmentLib.evaluation import evaluate, summarize
 from KneeAlignmentLib.imageio import radiograph_from_array
 from KneeAlignmentLib.phantom.xray import gaussian_blur
 

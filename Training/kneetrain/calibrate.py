@@ -54,7 +54,7 @@ import numpy as np
 from KneeAlignmentLib.bundle.format import write_qc_thresholds
 from KneeAlignmentLib.bundle.modelset import ModelSet
 from KneeAlignmentLib.bundle.resolve import ROLE_DIRS, resolve_models
-from KneeAlignmentLib.evaluation import find_cases
+from KneeAlignmentLib.datasets import find_cases
 from KneeAlignmentLib.geometry import compute_alignment
 from KneeAlignmentLib.imageio import radiograph_from_array
 from KneeAlignmentLib.phantom.wrong_view import MM_PER_PX, WRONG_VIEWS, render_wrong_view

@@ -3,7 +3,7 @@
 Data specifications (the CLI's ``--data``, repeatable):
 
 - ``DIR``: a folder of radiographs with one Slicer ``<stem>.mrk.json`` per image, or a
-  phantom output folder with its ``manifest.csv`` (``KneeAlignmentLib.evaluation.find_cases``).
+  phantom output folder with its ``manifest.csv`` (``KneeAlignmentLib.datasets.find_cases``).
   Every case is read and checked once when the run starts (missing points, wrong point
   count, points outside the image, unreadable images): all problems are reported
   together, each naming its file.
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from KneeAlignmentLib.errors import KneeAlignmentError
-from KneeAlignmentLib.evaluation import AnnotatedCase, AnnotatedImage, DatasetError
+from KneeAlignmentLib.datasets import AnnotatedCase, AnnotatedImage, DatasetError
 from KneeAlignmentLib.imageio import radiograph_from_array
 from KneeAlignmentLib.schema import KINDS, load_schema
 

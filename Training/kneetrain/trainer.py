@@ -37,7 +37,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from KneeAlignmentLib.evaluation import DatasetError, find_cases
+from KneeAlignmentLib.datasets import DatasetError, find_cases
 from KneeAlignmentLib.networks import build_network
 from KneeAlignmentLib.pipeline import prepare_input
 from KneeAlignmentLib.sharding import Shard

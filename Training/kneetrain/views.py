@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from KneeAlignmentLib.bundle.format import METADATA_FILE
-from KneeAlignmentLib.evaluation import AnnotatedImage
+from KneeAlignmentLib.datasets import AnnotatedImage
 from KneeAlignmentLib.frame import FrameSpec, Letterbox, ReferenceFrame
 from KneeAlignmentLib.geometry import mm_per_px, outside_image
 from KneeAlignmentLib.heatmaps import HeatmapCodec

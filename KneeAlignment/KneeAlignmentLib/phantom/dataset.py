@@ -14,8 +14,6 @@ image's PixelSpacing), and one row in ``manifest.csv``.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -24,9 +22,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
-from ..atomicio import atomic_output, write_atomic
+from ..datasets import write_image16, write_manifest
 from ..dicom_dx import full_range_window, write_dx
 from ..geometry import compute_alignment
 from ..markups import ImagePlane, write_landmarks
@@ -165,14 +162,6 @@ def _plain(value):
 # ------------------------------------------------------------------------------ files
 
 
-def write_png16(path: Path, image: np.ndarray) -> Path:
-    """(H, W) float in [0, 1] as a 16-bit grey PNG (0 .. 65535), atomically."""
-    values = np.round(np.clip(image, 0.0, 1.0).astype(np.float64) * 65535.0).astype(np.uint16)
-    with atomic_output(path) as temporary:
-        sitk.WriteImage(sitk.GetImageFromArray(values), str(temporary), True)
-    return Path(path)
-
-
 def write_case(case: Case, out_dir: Path) -> dict:
     """Write the DICOM, PNG and markups of ``case`` into ``out_dir``; return its manifest row."""
     stem = case.id
@@ -193,7 +182,7 @@ def write_case(case: Case, out_dir: Path) -> dict:
         description=f"KNEE AP ({'post-op' if case.kind == 'postop' else 'pre-op'}, synthetic)",
         derivation="Synthetic radiograph rendered by the KneeAlignment phantom",
     )
-    png = write_png16(out_dir / f"{stem}.png", case.image)
+    png = write_image16(out_dir / f"{stem}.png", case.image)
     schema = load_schema(case.kind)
     markups = write_landmarks(out_dir / f"{stem}.mrk.json", schema.names, case.landmarks_px,
                               ImagePlane.identity(case.spacing_mm),
@@ -261,18 +250,5 @@ def generate_dataset(kind: str, n: int, seed: int, out_dir, size=DEFAULT_SIZE, w
                 rows.append(row)
                 if progress is not None:
                     progress(k + 1, len(jobs))
-    manifest = out / "manifest.csv"
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_value(row[k]) for k in MANIFEST_COLUMNS})
-    write_atomic(manifest, buffer.getvalue())
-    return manifest
-
-
-def _csv_value(value):
-    if isinstance(value, float):
-        return repr(value)
-    return value
+    return write_manifest(out, MANIFEST_COLUMNS, rows)
 
