@@ -353,7 +353,7 @@ class KneeAlignmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to import the model."), waitCursor=True):
             if not self.ensureDependencies():  # verifying a bundle loads its network
                 return
-            from KneeAlignmentLib.models_store import BundleConflict
+            from KneeAlignmentLib.bundle.store import BundleConflict
 
             try:
                 imported = self.logic.importModels(source)
@@ -389,20 +389,19 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     @staticmethod
     def modelsFolder() -> Path:
-        """The user's models folder (application setting; default ``~/.kneealignment/models``)."""
-        from KneeAlignmentLib.models_store import default_user_models_dir
+        """The user's models folder: the application setting, else ``default_user_models_dir()``."""
+        from KneeAlignmentLib.bundle.resolve import default_user_models_dir
 
         return Path(slicer.util.settingsValue(MODELS_FOLDER_KEY, str(default_user_models_dir())))
 
     def modelPaths(self) -> dict:
-        """Bundle folder per role: the user's models where present, else the shipped ones."""
-        from KneeAlignmentLib.models_store import model_paths
-        from KneeAlignmentLib.pipeline import default_models_dir
+        """Bundle folder per role by the one rule of ``bundle.resolve``, with this module's models folder."""
+        from KneeAlignmentLib.bundle.resolve import resolve_models
 
-        return model_paths(self.modelsFolder(), default_models_dir())
+        return resolve_models(user_dir=self.modelsFolder())
 
     def importModels(self, source, replace: bool = False) -> list:
-        from KneeAlignmentLib.models_store import import_models
+        from KneeAlignmentLib.bundle.store import import_models
 
         imported = import_models(source, self.modelsFolder(), replace=replace)
         self.clearModelCache()
@@ -498,10 +497,11 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         ``progress(fraction, message)`` and ``cancelled()`` are called between stages; a
         True from ``cancelled`` raises KneeAlignmentLib.workflow.Cancelled and adds nothing.
         """
+        from KneeAlignmentLib.bundle.modelset import ModelCache
         from KneeAlignmentLib.case_view import landmark_node
         from KneeAlignmentLib.errors import KneeAlignmentError
         from KneeAlignmentLib.schema import load_schema
-        from KneeAlignmentLib.workflow import ModelCache, checkpoint, gui_choices, measure_radiograph
+        from KneeAlignmentLib.workflow import checkpoint, gui_choices, measure_radiograph
 
         kind, sideCode, deviceName = gui_choices(model, side, device)
         checkpoint(0.0, "Reading the radiograph", progress, cancelled)

@@ -1,5 +1,5 @@
 """Shared pytest set-up: the training package (Training/kneetrain) is importable from the
-checkout until packaging installs it as ``kneetrain``; shared fixtures."""
+checkout until packaging installs it as ``kneetrain``; no models of the developer's own; shared fixtures."""
 
 import sys
 from pathlib import Path
@@ -9,6 +9,19 @@ import pytest
 _TRAINING = str(Path(__file__).resolve().parents[1] / "Training")
 if _TRAINING not in sys.path:
     sys.path.insert(0, _TRAINING)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_models_of_the_developer(tmp_path_factory):
+    """Which models are used must not depend on the machine: an empty user's models folder and no
+    $KNEEALIGN_MODELS, so each role comes from the shipped bundles unless a test says otherwise
+    (subprocesses inherit this)."""
+    from KneeAlignmentLib.bundle.resolve import ENV_MODELS, ENV_USER_MODELS
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ENV_USER_MODELS, str(tmp_path_factory.mktemp("user_models")))
+        patch.delenv(ENV_MODELS, raising=False)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -60,8 +60,9 @@ def normalised_outputs(inputs: Path, models: Path, out: Path, *extra: str) -> di
 
 def single_image_results(inputs: Path, models: Path) -> dict[str, str]:
     """``pipeline.measure`` (a batch of one, as the Slicer module runs it) per input: JSON, normalised."""
+    from KneeAlignmentLib.bundle.modelset import ModelSet
     from KneeAlignmentLib.imageio import read_radiograph
-    from KneeAlignmentLib.pipeline import ModelSet, measure
+    from KneeAlignmentLib.pipeline import measure
 
     model_set = ModelSet.load(models, device="cpu")
     return {path.name: normalise_json(measure(read_radiograph(path), model_set).to_json())

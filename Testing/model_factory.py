@@ -1,7 +1,7 @@
 """Tiny random-initialised model bundles for tests: a real models folder in seconds.
 
 ``save_models(root)`` writes ``global/`` and ``local_<kind>/`` bundles (the layout
-``pipeline.ModelSet.load`` reads) of one-level hourglasses on a 64 x 64 input. Their
+``bundle.modelset.ModelSet.load`` reads) of one-level hourglasses on a 64 x 64 input. Their
 outputs are meaningless but deterministic (seeded), so tests can run the whole
 pipeline, batch and command line quickly; results come back flagged.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from KneeAlignmentLib.bundle import save_bundle
+from KneeAlignmentLib.bundle.format import save_bundle
 from KneeAlignmentLib.frame import FrameSpec
 from KneeAlignmentLib.heatmaps import HeatmapCodec
 from KneeAlignmentLib.measurement import reference_point_names

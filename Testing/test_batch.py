@@ -26,7 +26,7 @@ from KneeAlignmentLib import batch, cli, markups
 from KneeAlignmentLib.batch import MARKER_DIR, SUMMARY_FILE, BatchOptions, discover_inputs, read_summary, run_batch
 from KneeAlignmentLib.errors import BundleError
 from KneeAlignmentLib.measurement import Measurement, csv_header
-from KneeAlignmentLib.pipeline import ModelSet
+from KneeAlignmentLib.bundle.modelset import ModelSet
 from KneeAlignmentLib.schema import load_schema
 from KneeAlignmentLib.sharding import Shard
 

@@ -14,7 +14,7 @@ import pytest
 
 from annotated_factory import knee_points, write_dataset
 from KneeAlignmentLib import cli
-from KneeAlignmentLib.bundle import save_bundle
+from KneeAlignmentLib.bundle.format import save_bundle
 from KneeAlignmentLib.evaluation import (
     CaseResult,
     agreement,

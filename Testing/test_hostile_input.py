@@ -3,7 +3,7 @@ through ``kneealign`` as a user runs it: a one-line reason per input, never a tr
 path or a library's warning on the terminal, nothing half-written, no identifiers.
 
 The corpus is made here; the single cases that were already clean are tested one by one in
-test_robustness.py (whose builders this file reuses), test_bundle.py (path traversal, pickles) and
+test_robustness.py (whose builders this file reuses), test_bundle_format.py (path traversal, pickles) and
 test_batch.py (output folders).
 """
 
@@ -28,7 +28,7 @@ from KneeAlignmentLib.batch import SUMMARY_FILE, BatchOptions, discover_inputs, 
 from KneeAlignmentLib.errors import ImageReadError, MarkupsError
 from KneeAlignmentLib.imageio import read_radiograph
 from KneeAlignmentLib.markups import MAX_CONTROL_POINTS, MAX_MARKUPS_BYTES, read_markups
-from KneeAlignmentLib.pipeline import ModelSet
+from KneeAlignmentLib.bundle.modelset import ModelSet
 from test_robustness import damaged_files, good_dicom, good_nrrd, png_chunk
 
 KNEEALIGN = [sys.executable, "-m", "KneeAlignmentLib.cli"]

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from KneeAlignmentLib import qc
+from KneeAlignmentLib.bundle.modelset import ModelSet
+from KneeAlignmentLib.bundle.resolve import SHIPPED_MODELS_DIR
 from KneeAlignmentLib.cli import EXAMPLE_RADIOGRAPHS
 from KneeAlignmentLib.imageio import radiograph_from_array, read_radiograph
 from KneeAlignmentLib.phantom.dataset import render_case
-from KneeAlignmentLib.pipeline import ModelSet, default_models_dir, measure_batch
+from KneeAlignmentLib.pipeline import measure_batch
 from KneeAlignmentLib.schema import load_schema
 
 # The 8 symmetries of the image rectangle: (name, array -> array, mirrors the knee).
@@ -64,7 +66,7 @@ def test_upright_flags_fire_for_a_knee_on_its_side_or_upside_down(kind):
 
 @pytest.fixture(scope="module")
 def shipped():
-    return ModelSet.load(default_models_dir(), device="cpu")
+    return ModelSet.load(SHIPPED_MODELS_DIR, device="cpu")
 
 
 def _cases():

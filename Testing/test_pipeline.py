@@ -1,4 +1,4 @@
-"""Tests of KneeAlignmentLib.pipeline: the whole geometric chain against an oracle, model sets,
+"""Tests of KneeAlignmentLib.pipeline: the whole geometric chain against an oracle,
 batching, determinism and QC flags on bad outputs (`kneealign measure` is tested in test_batch.py).
 
 The oracle stands in for trained networks: it knows the true landmarks of the test images
@@ -20,26 +20,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model_factory import CODEC, SPEC, save_models, tiny_network
-from KneeAlignmentLib.bundle import save_bundle
+from model_factory import CODEC, save_models
+from KneeAlignmentLib.bundle.modelset import ModelSet
+from KneeAlignmentLib.bundle.thresholds import DEFAULT as DEFAULT_QC
 from KneeAlignmentLib.errors import BundleError
-from KneeAlignmentLib.frame import FrameSpec, Letterbox, ReferenceFrame
+from KneeAlignmentLib.frame import Letterbox, ReferenceFrame
 from KneeAlignmentLib.geometry import compute_alignment
 from KneeAlignmentLib.heatmaps import HeatmapCodec
 from KneeAlignmentLib.imageio import radiograph_from_array
-from KneeAlignmentLib.measurement import Measurement, reference_point_names
-from KneeAlignmentLib.pipeline import (
-    ENV_MODELS,
-    FILL,
-    ModelSet,
-    default_models_dir,
-    measure,
-    measure_batch,
-    prepare_input,
-    resolve_device,
-)
-from KneeAlignmentLib.qc_thresholds import DEFAULT as DEFAULT_QC
-from KneeAlignmentLib.schema import KINDS, example_landmarks_px, load_schema
+from KneeAlignmentLib.measurement import Measurement
+from KneeAlignmentLib.pipeline import FILL, measure, measure_batch, prepare_input
+from KneeAlignmentLib.schema import example_landmarks_px, load_schema
 
 SHAPE = (640, 512)  # (H, W) of the test radiographs
 
@@ -448,64 +439,6 @@ def test_invalid_arguments_raise_value_errors(models):
         measure(radiograph, models, autocast=True)
     with pytest.raises(ValueError, match="Radiograph"):
         measure_batch([radiograph.pixels], models)
-    with pytest.raises(ValueError, match="device"):
-        resolve_device("gpu")
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-# --- model sets -------------------------------------------------------------------------------
-
-def test_model_set_loads_a_folder_or_explicit_paths(models_dir):
-    models = ModelSet.load(models_dir, device="cpu")
-    assert models.kinds == KINDS and models.device == torch.device("cpu")
-    assert models.local("postop").frame_spec == SPEC and models.global_model.codec == CODEC
-    assert not models.global_model.network.training
-    explicit = ModelSet.load({"global": models_dir / "global", "postop": models_dir / "local_postop"}, device="cpu")
-    assert explicit.kinds == ("postop",) and explicit.local("postop").info.model_id == "tiny-postop@0.0.1"
-
-
-def test_missing_models_say_where_they_were_looked_for_and_how_to_get_them(tmp_path, monkeypatch):
-    with pytest.raises(BundleError) as missing:
-        ModelSet.load(tmp_path / "nowhere")
-    message = str(missing.value)
-    assert str(tmp_path / "nowhere") in message and ENV_MODELS in message and "Training" in message
-    save_bundle(tmp_path / "global", tiny_network(2, 0), name="g", version="1", stage="global", schema=None,
-                landmark_names=reference_point_names(), codec=dataclasses.asdict(CODEC), frame={},
-                description="d", data_source="s")
-    with pytest.raises(BundleError, match="no local model"):
-        ModelSet.load(tmp_path)
-    monkeypatch.setenv(ENV_MODELS, str(tmp_path / "elsewhere"))
-    assert default_models_dir() == tmp_path / "elsewhere"
-    with pytest.raises(BundleError, match="elsewhere"):
-        ModelSet.load()
-    monkeypatch.delenv(ENV_MODELS)
-    assert default_models_dir().parts[-3:] == ("KneeAlignment", "Resources", "Models")
-
-
-@pytest.mark.parametrize("problem, match", [
-    ("codec", "codec sizes"),
-    ("names", "schema order"),
-    ("frame", "crop_size"),
-    ("stage", "global-stage model"),
-])
-def test_bundles_that_do_not_fit_their_role_are_refused(tmp_path, problem, match):
-    root = save_models(tmp_path, kinds=("preop",))
-    schema = load_schema("preop")
-    fields = dict(name="bad", version="1", stage="local", schema="preop", landmark_names=schema.names,
-                  codec=dataclasses.asdict(CODEC), frame=dataclasses.asdict(SPEC), description="d", data_source="s")
-    network = tiny_network(len(schema), 1)
-    if problem == "codec":
-        fields["codec"] = dataclasses.asdict(HeatmapCodec((64, 64), (16, 16), 1.5))
-    elif problem == "names":
-        fields["landmark_names"] = schema.names[::-1]
-    elif problem == "frame":
-        fields["frame"] = dataclasses.asdict(FrameSpec((32, 32), SPEC.ref_canonical_px))
-    else:
-        network = tiny_network(2, 1)
-        fields |= dict(stage="global", schema=None, landmark_names=reference_point_names())
-    save_bundle(root / "local_preop", network, overwrite=True, **fields)
-    with pytest.raises(BundleError, match=match):
-        ModelSet.load(root, device="cpu")
 
 
 def test_a_few_weak_landmarks_pass_many_are_flagged_and_weak_reference_points_suggest_a_wrong_view():

@@ -32,7 +32,7 @@ from KneeAlignmentLib.errors import ImageReadError, MarkupsError
 from KneeAlignmentLib.imageio import Radiograph, radiograph_from_array, read_radiograph
 from KneeAlignmentLib.markups import read_landmarks, read_markups
 from KneeAlignmentLib.measurement import csv_header
-from KneeAlignmentLib.pipeline import ModelSet
+from KneeAlignmentLib.bundle.modelset import ModelSet
 from KneeAlignmentLib.schema import load_schema
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "KneeAlignment" / "KneeAlignmentLib" / "data" / "examples"

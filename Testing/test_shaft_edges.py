@@ -17,7 +17,7 @@ from KneeAlignmentLib import shaft_edges
 from KneeAlignmentLib.axis_check import refine_fts
 from KneeAlignmentLib.geometry import compute_alignment
 from KneeAlignmentLib.phantom.xray import gaussian_blur
-from KneeAlignmentLib.qc_thresholds import QCThresholds
+from KneeAlignmentLib.bundle.thresholds import QCThresholds
 from KneeAlignmentLib.schema import example_landmarks_px, load_schema
 
 SPACING = (0.5, 0.5)

@@ -14,13 +14,15 @@ import json
 import pytest
 
 from KneeAlignmentLib import DISCLAIMER
-from KneeAlignmentLib.bundle import METADATA_FILE
+from KneeAlignmentLib.bundle.format import METADATA_FILE
+from KneeAlignmentLib.bundle.modelset import ModelSet
+from KneeAlignmentLib.bundle.resolve import SHIPPED_MODELS_DIR
 from KneeAlignmentLib.cli import EXAMPLE_RADIOGRAPHS, main
 from KneeAlignmentLib.imageio import radiograph_from_array
 from KneeAlignmentLib.phantom.wrong_view import MM_PER_PX, WRONG_VIEWS, render_wrong_view
-from KneeAlignmentLib.pipeline import ModelSet, default_models_dir, measure_batch
+from KneeAlignmentLib.pipeline import measure_batch
 
-MODELS = default_models_dir()
+MODELS = SHIPPED_MODELS_DIR
 BUNDLES = ("global", "local_preop", "local_postop")
 
 

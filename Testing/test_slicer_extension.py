@@ -318,7 +318,7 @@ def test_module_file_stays_thin():
 
 def test_gui_choices_map_onto_core_values():
     from KneeAlignmentLib import schema, workflow
-    from KneeAlignmentLib.pipeline import resolve_device
+    from KneeAlignmentLib.bundle.modelset import resolve_device
 
     constants = {name: dict(getattr(workflow, name)) for name in ("SCHEMA_KINDS", "SIDE_CODES", "DEVICES")}
     assert sorted(constants["SCHEMA_KINDS"].values()) == sorted(schema.KINDS)
@@ -1152,9 +1152,11 @@ def test_slicer_and_the_command_line_give_the_network_the_same_pixels(module, sc
         slicer_pixels = module.KneeAlignmentLogic.volumeImage(volume).radiograph.pixels
         np.testing.assert_array_equal(slicer_pixels, cli.pixels)
     if name == "phantom_preop.dcm":  # and so the shipped models find the same landmarks
-        from KneeAlignmentLib.pipeline import ModelSet, default_models_dir, measure
+        from KneeAlignmentLib.bundle.modelset import ModelSet
+        from KneeAlignmentLib.bundle.resolve import SHIPPED_MODELS_DIR
+        from KneeAlignmentLib.pipeline import measure
 
-        models = ModelSet.load(default_models_dir(), device="cpu")
+        models = ModelSet.load(SHIPPED_MODELS_DIR, device="cpu")
         in_slicer = measure(module.KneeAlignmentLogic.volumeImage(volume).radiograph, models, kind="preop")
         on_the_command_line = measure(cli, models, kind="preop")
         np.testing.assert_array_equal(in_slicer.landmarks.points_px, on_the_command_line.landmarks.points_px)

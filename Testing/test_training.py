@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from annotated_factory import SHAPE, knee_points, write_case, write_dataset
-from KneeAlignmentLib.bundle import load_bundle
+from KneeAlignmentLib.bundle.format import load_bundle
+from KneeAlignmentLib.bundle.modelset import StageModel
 from KneeAlignmentLib.datasets import DatasetError, find_cases
 from KneeAlignmentLib.frame import Letterbox
 from KneeAlignmentLib.heatmaps import HeatmapCodec
-from KneeAlignmentLib.pipeline import StageModel
 from KneeAlignmentLib.schema import load_schema
 from KneeAlignmentLib import cli as kneealign_cli
 from kneetrain import cli
@@ -430,7 +430,7 @@ def test_init_starts_from_a_bundle_and_refuses_one_that_does_not_fit(dataset, tm
     wider = tiny_config(network={**TINY_NETWORK, "width": 16})
     with pytest.raises(ConfigError, match="differ"):
         Trainer(wider, [str(dataset)], tmp_path / "c", device="cpu", progress=False, init=bundle)
-    from KneeAlignmentLib.bundle import BundleError
+    from KneeAlignmentLib.errors import BundleError
     with pytest.raises(BundleError):  # a local bundle cannot start a global run
         Trainer(tiny_config(stage="global", schema=None), [str(dataset)], tmp_path / "d", device="cpu",
                 progress=False, init=bundle)

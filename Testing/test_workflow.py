@@ -1,4 +1,4 @@
-"""Tests of KneeAlignmentLib.workflow: staged measuring with progress, cancellation and a model cache."""
+"""Tests of KneeAlignmentLib.workflow: staged measuring with progress and cancellation."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import sys
 import numpy as np
 import pytest
 
+from KneeAlignmentLib.bundle.modelset import ModelCache
+from KneeAlignmentLib.bundle.resolve import resolve_models
 from KneeAlignmentLib.imageio import radiograph_from_array
-from KneeAlignmentLib.models_store import model_paths
 from KneeAlignmentLib.pipeline import measure
-from KneeAlignmentLib.workflow import Cancelled, ModelCache, checkpoint, measure_radiograph
+from KneeAlignmentLib.workflow import Cancelled, checkpoint, measure_radiograph
 from model_factory import save_models
 
 
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory):
-    return model_paths(save_models(tmp_path_factory.mktemp("models"), kinds=("preop",)), None)
+    return resolve_models(save_models(tmp_path_factory.mktemp("models"), kinds=("preop",)))
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +70,6 @@ def test_checkpoint_reports_unless_cancelled():
     checkpoint(0.7, "no callbacks", None, None)
 
 
-def test_cache_reuses_models_until_a_bundle_changes(tmp_path, radiograph):
-    root = save_models(tmp_path / "models", kinds=("preop",))
-    paths = model_paths(root, None)
-    cache = ModelCache()
-    first = cache.get(paths, "cpu")
-    assert cache.get(paths, "cpu") is first
-    metadata = root / "local_preop" / "configs" / "metadata.json"
-    metadata.write_text(metadata.read_text() + "\n")  # the file changes: load again
-    assert cache.get(paths, "cpu") is not first
-    cache.clear()
-    assert cache._models is None
-
-
 def test_gpu_without_cuda_is_a_clear_error(paths, radiograph):
     import torch
 
@@ -92,7 +80,7 @@ def test_gpu_without_cuda_is_a_clear_error(paths, radiograph):
 
 
 def test_importing_the_workflow_does_not_import_torch():
-    code = "import sys, KneeAlignmentLib.workflow, KneeAlignmentLib.case_view, KneeAlignmentLib.dependencies; " \
-           "print('torch' in sys.modules)"
+    code = "import sys, KneeAlignmentLib.workflow, KneeAlignmentLib.case_view, KneeAlignmentLib.dependencies, " \
+           "KneeAlignmentLib.bundle.resolve; print('torch' in sys.modules)"  # resolve: the Slicer module's settings
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -100,7 +100,7 @@ calibrate() {  # QC thresholds into the bundles' metadata, then the pinned list 
     local v="$work/validation"
     kneealign-train calibrate-qc --models-dir "$models" --data "$v/preop_knee" --data "$v/preop_longleg" \
         --data "$v/postop_knee" --data "$v/postop_longleg" --wrong-views 4 --report "$work/qc_calibration.json" --write
-    python -m KneeAlignmentLib.known_models
+    python -m KneeAlignmentLib.bundle.known
 }
 
 evaluate() {  # the reports README "Accuracy" shows

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from .bundle.thresholds import QCThresholds
 from .errors import GeometryError
 from .geometry import Alignment, compute_alignment
 from .measurement import QCFlag
-from .qc_thresholds import QCThresholds
 from .schema import LandmarkSchema
 from .shaft_edges import BONES, refine_shaft_axes
 

@@ -73,11 +73,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import __version__
 from .atomicio import write_atomic
+from .bundle.modelset import ModelSet
 from .errors import KneeAlignmentError, OutputConflictError
 from .imageio import FORMAT_SIGNATURES  # the reader's own table: one list of recognised formats
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Radiograph, quiet_pydicom, read_radiograph, with_given_spacing
 from .measurement import Measurement, csv_header, write_markups
-from .pipeline import ModelSet, measure_batch
+from .pipeline import measure_batch
 from .schema import KINDS
 from .sharding import Shard
 from .workers import worker_init

@@ -22,8 +22,10 @@ EXAMPLE_RADIOGRAPHS = Path(__file__).resolve().parent.parent / "Resources" / "Ex
 
 def _add_models_dir(p, *aliases: str) -> None:
     p.add_argument("--models-dir", *aliases, dest="models_dir", type=Path, metavar="DIR",
-                   help="models folder with global/, local_preop/, local_postop/ bundles "
-                        "(default: $KNEEALIGN_MODELS, else the bundled Resources/Models)")
+                   help="models folder with global/, local_preop/, local_postop/ bundles, used whole "
+                        "(default: $KNEEALIGN_MODELS; if unset, each role from the user's models folder "
+                        "($KNEEALIGN_USER_MODELS, else ~/.kneealignment/models) where it has one, else the shipped "
+                        "Resources/Models)")
 
 
 def _spacing_mm(text: str) -> float:
@@ -244,9 +246,10 @@ def _add_demo(sub):
 
 def _cmd_demo(args) -> int:
     from .batch import BatchOptions, discover_inputs, run_batch
+    from .bundle.modelset import ModelSet
+    from .bundle.resolve import resolve_models
     from .datasets import find_cases
     from .measurement import format_measurement, measure_points
-    from .pipeline import ModelSet
 
     cases = find_cases(EXAMPLE_RADIOGRAPHS)  # each DICOM with its true landmarks (.mrk.json)
     truth = {}
@@ -254,7 +257,7 @@ def _cmd_demo(args) -> int:
         item = case.load()  # its side decided there
         truth[case.image_path.name] = measure_points(item.points_px, item.schema, side=item.side,
                                                      spacing_mm=item.radiograph.spacing_mm).alignment
-    models = ModelSet.load(args.models_dir, device=args.device)
+    models = ModelSet.load(resolve_models(args.models_dir), device=args.device)
 
     def report(record) -> None:
         print(f"== {record.input_name}")
@@ -314,8 +317,9 @@ def _add_measure(sub):
 
 def _cmd_measure(args) -> int:
     from .batch import SUMMARY_FILE, BatchOptions, discover_inputs, run_batch
+    from .bundle.modelset import ModelSet
+    from .bundle.resolve import resolve_models
     from .measurement import format_measurement
-    from .pipeline import ModelSet
     from .sharding import Shard
 
     shard = Shard.from_env()
@@ -333,7 +337,7 @@ def _cmd_measure(args) -> int:
     except ValueError as exc:
         print(f"kneealign measure: error: {exc}", file=sys.stderr)
         return 2
-    models = ModelSet.load(args.models_dir, device=shard.device(args.device))
+    models = ModelSet.load(resolve_models(args.models_dir), device=shard.device(args.device))
     printed = []
 
     def report(record) -> None:
@@ -405,8 +409,9 @@ def _cmd_evaluate(args) -> int:
     import json as json_mod
 
     from . import evaluation
+    from .bundle.modelset import ModelSet
+    from .bundle.resolve import resolve_models
     from .datasets import DatasetError, find_cases
-    from .pipeline import ModelSet
 
     cases = find_cases(args.data)
     notes = [f"data: {args.data.name}"]
@@ -420,7 +425,7 @@ def _cmd_evaluate(args) -> int:
             raise DatasetError(f"{args.split}: {len(wanted) - len(cases)} {args.subset} cases are not "
                                f"in {args.data}")
         notes.append(f"{args.subset} subset of {args.split.name}")
-    models = ModelSet.load(args.models_dir, device=args.device)
+    models = ModelSet.load(resolve_models(args.models_dir), device=args.device)
     notes.append("models: " + ", ".join(f"{m.info.role} {m.info.model_id}"
                                         for m in (models.global_model, *models.local_models.values())))
     notes.append(f"pre-op/post-op model: {'decided per image' if args.model == 'auto' else 'the annotation’s'}")
@@ -446,11 +451,12 @@ def _cmd_evaluate(args) -> int:
 
 def _add_models(sub):
     p = sub.add_parser(
-        "models", help="list the installed model bundles and whether each is a known release",
-        description="Load every bundle of a models folder with all checks (metadata, format, weights checksum) "
-                    "and compare its weights and metadata with the releases pinned in this software. Anything "
-                    "else (imported, trained in-house, changed) is user-supplied, and every result it produces "
-                    "says so. Exit status 1 when a bundle is not a known release or does not load.")
+        "models", help="list the model bundles in use and whether each is a known release",
+        description="Load the bundle of each role that measure would use (see --models-dir) with all checks "
+                    "(metadata, format, weights checksum) and compare its weights and metadata with the releases "
+                    "pinned in this software. Anything else (imported, trained in-house, changed) is "
+                    "user-supplied, and every result it produces says so. Exit status 1 when a bundle is not a "
+                    "known release or does not load.")
     p.add_argument("action", choices=["verify"], help="verify: list and check the bundles")
     _add_models_dir(p)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -458,18 +464,17 @@ def _add_models(sub):
 
 
 def _cmd_models(args) -> int:
-    from .known_models import verify_models
-    from .pipeline import default_models_dir
+    from .bundle.known import verify_models
+    from .bundle.resolve import resolve_models
 
-    folder = args.models_dir or default_models_dir()
-    statuses = verify_models(folder)
+    statuses = verify_models(resolve_models(args.models_dir, complete=False))
     if args.json:
-        _print_json({"models_dir": str(folder), "bundles": [s.to_dict() for s in statuses]})
+        _print_json({"bundles": [s.to_dict() for s in statuses]})
     else:
-        print(f"models folder: {folder}")
         for s in statuses:
             digest = f" sha256 {s.weights_sha256[:12]}" if s.weights_sha256 else ""
-            print(f"  {s.role:<13} {s.status:<13} {s.model_id or '-'}{digest}: {s.detail}")
+            where = f" in {s.path}" if s.path else ""
+            print(f"  {s.role:<13} {s.status:<13} {s.model_id or '-'}{digest}{where}: {s.detail}")
     present = [s for s in statuses if s.status != "missing"]
     return 0 if present and all(s.status == "release" for s in present) else 1
 

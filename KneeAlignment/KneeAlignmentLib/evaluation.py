@@ -189,7 +189,7 @@ class CaseResult:
 
 def evaluate(cases: Iterable[AnnotatedImage], models, *, kind: str = "annotation", batch_size: int = 4,
              progress=None) -> list[CaseResult]:
-    """Measure every case with ``models`` (a ``pipeline.ModelSet``) and pair it with its truth.
+    """Measure every case with ``models`` (a ``bundle.modelset.ModelSet``) and pair it with its truth.
 
     ``kind="annotation"`` gives the truth's schema kind to the pipeline; ``"auto"`` lets
     the pipeline decide pre-op or post-op, as ``measure --model auto`` does: a wrong

@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import DISCLAIMER, __version__, markups
+from .bundle.known import PROVENANCES
 from .errors import MarkupsError, MeasurementError, SchemaError
 from .geometry import Alignment, atfa_angle_points_px, compute_alignment, infer_side, mm_per_px, readonly_array
-from .known_models import PROVENANCES
 from .schema import KINDS, LandmarkSchema, load_schema
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class ModelInfo:
     """Which model bundle produced part of a result.
 
     ``role``: "global", "local_preop" or "local_postop"; ``model_id`` is "name@version";
-    ``provenance``: "release" (a release pinned in this software, ``known_models``),
+    ``provenance``: "release" (a release pinned in this software, ``bundle.known``),
     "user-supplied" (anything else: imported, trained in-house, changed) or "unknown"
     (read from a result written before provenance was recorded).
     """

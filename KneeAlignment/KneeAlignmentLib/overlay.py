@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 
 from . import DISCLAIMER
 from .atomicio import atomic_output
+from .bundle.thresholds import DEFAULT as DEFAULT_QC  # weak landmarks are drawn as red crosses
 from .case_view import AXIS_COLORS
-from .qc_thresholds import DEFAULT as DEFAULT_QC  # weak landmarks are drawn as red crosses
 from .schema import load_schema
 
 

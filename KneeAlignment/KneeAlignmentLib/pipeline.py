@@ -11,16 +11,7 @@ Stages (after arXiv 2506.18209):
    ``frame.to_image`` maps them back (no landmark pair swap: names are anatomical).
 3. ``geometry.compute_alignment`` and quality control give a ``measurement.Measurement``.
 
-Models folder (``ModelSet.load``; default ``default_models_dir()``)::
-
-    <models>/global/         global-stage bundle (reference points; any schema)
-    <models>/local_preop/    local-stage bundle, pre-op schema (134 landmarks)
-    <models>/local_postop/   local-stage bundle, post-op schema (181 landmarks)
-
-A global bundle and at least one local bundle are required. Each bundle's metadata
-must carry ``codec`` = ``HeatmapCodec`` fields with ``input_size`` equal to the network
-input and ``heatmap_size`` to its output; a local bundle's ``frame`` is ``FrameSpec``
-fields with ``crop_size`` equal to the network input.
+Models: a ``bundle.modelset.ModelSet`` (which bundles: ``bundle.resolve``).
 
 Network input (:func:`prepare_input`, to be shared with training): letterbox / crop
 pixels in [0, 1] with 0 beyond the image, each image standardised to zero mean and unit
@@ -51,7 +42,7 @@ This costs two or three more local-network passes per image.
 Quality control: every result lists its flags, most serious first (codes in
 ``qc.FLAG_ORDER``: failures, wrong view, side and kind doubts, implausible anatomy,
 border positions, low confidence); any flag makes the status "flagged". Thresholds are
-the bundles' (``qc_thresholds.QCThresholds`` in each bundle's metadata, defaults when
+the bundles' (``bundle.thresholds.QCThresholds`` in each bundle's metadata, defaults when
 absent): the global bundle's for the reference points, the post-op bundle's for the
 kind decision, the result's local bundle's for everything else.
 
@@ -70,85 +61,37 @@ Everything is deterministic: networks in eval mode, no randomness, fixed decisio
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import torch
 
 from . import qc
 from .axis_check import refine_fts
-from .bundle import LoadedModel, load_bundle
+from .bundle.modelset import ModelSet, StageModel
+from .bundle.thresholds import DEFAULT as DEFAULT_QC
+from .bundle.thresholds import QCThresholds
 from .errors import BundleError, GeometryError
-from .frame import FrameSpec, Letterbox, ReferenceFrame
+from .frame import Letterbox, ReferenceFrame
 from .geometry import compute_alignment, infer_side
-from .heatmaps import HeatmapCodec
 from .imageio import Radiograph
-from .measurement import (Landmarks, Measurement, ModelInfo, QCFlag, SideDecision, decide_side,
-                          reference_point_names)
-from .qc_thresholds import DEFAULT as DEFAULT_QC
-from .qc_thresholds import QCThresholds
+from .measurement import Landmarks, Measurement, QCFlag, SideDecision, decide_side
 from .schema import KINDS, LandmarkSchema, load_schema
 
-__all__ = [
-    "ENV_MODELS",
-    "GLOBAL_DIR",
-    "LOCAL_DIRS",
-    "ModelSet",
-    "StageModel",
-    "default_models_dir",
-    "measure",
-    "measure_batch",
-    "prepare_input",
-    "resolve_device",
-]
+__all__ = ["measure", "measure_batch", "prepare_input"]
 
-ENV_MODELS = "KNEEALIGN_MODELS"
-GLOBAL_DIR = "global"
-LOCAL_DIRS = MappingProxyType({"preop": "local_preop", "postop": "local_postop"})
 FILL = 0.0  # network-input value beyond the image (air is dark: bright = dense)
 _FLAT_STD = 1e-4  # an image whose pixel std (range [0, 1]) is below this counts as flat
 
 _SIDES = ("R", "L")
 
 
-# --- devices and folders ----------------------------------------------------------------
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; other strings as ``torch.device`` reads them."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
-
-
-def default_models_dir() -> Path:
-    """``$KNEEALIGN_MODELS``, else ``Resources/Models`` beside the package (editable install and Slicer)."""
-    env = os.environ.get(ENV_MODELS)
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "Resources" / "Models"
-
-
-def _missing(what: str, where: Path) -> BundleError:
-    return BundleError(
-        f"no {what} found at {where}. A models folder holds bundle folders {GLOBAL_DIR}/, "
-        f"{LOCAL_DIRS['preop']}/ and {LOCAL_DIRS['postop']}/ (the global and at least one local model). "
-        f"Pass --models DIR or set {ENV_MODELS}, copy released bundles into {default_models_dir()}, "
-        f"or train them with the Training package (see Training/README.md)."
-    )
-
+# --- network input ------------------------------------------------------------------------
 
 def prepare_input(images: torch.Tensor) -> torch.Tensor:
     """Network input from pixels: (B, H, W) in [0, 1] -> (B, 1, H, W) float32.
@@ -163,150 +106,6 @@ def prepare_input(images: torch.Tensor) -> torch.Tensor:
     # A flat image's float32 std is rounding noise, not contrast: it gives zeros.
     flat = std < _FLAT_STD
     return torch.where(flat, 0.0, (x - mean) / torch.where(flat, 1.0, std)).unsqueeze(1)
-
-
-# --- models -------------------------------------------------------------------------------
-
-@dataclass(frozen=True, eq=False)
-class StageModel:
-    """One network and what running it needs.
-
-    Attributes:
-        network: (B, 1, H, W) -> (B, S, K, h, w) heatmaps; the last stack is the answer.
-        codec: input_size (H, W) and heatmap_size (h, w) of the network.
-        info: the bundle it came from (role, name, version).
-        schema: the local stage's landmark schema; None for the global stage.
-        frame_spec: the local stage's crop geometry; None for the global stage.
-        qc: the bundle's quality-control thresholds.
-    """
-
-    network: torch.nn.Module
-    codec: HeatmapCodec
-    info: ModelInfo
-    schema: LandmarkSchema | None = None
-    frame_spec: FrameSpec | None = None
-    qc: QCThresholds = DEFAULT_QC
-
-    @classmethod
-    def from_bundle(cls, loaded: LoadedModel, kind: str | None) -> StageModel:
-        """Check a loaded bundle against its role (global if ``kind`` is None, else local ``kind``).
-
-        Raises:
-            BundleError: codec or frame parameters that do not fit the network, or
-                landmark names other than the role needs.
-        """
-        meta, where = loaded.metadata, loaded.directory
-
-        def fail(problem: str) -> BundleError:
-            return BundleError(f"model bundle {where}: {problem}")
-
-        config = meta.network
-        if meta.stage != ("global" if kind is None else "local"):
-            raise fail(f"is a {meta.stage}-stage model, not the {'global' if kind is None else 'local'} stage")
-        if config.in_channels != 1:
-            raise fail(f"the network takes {config.in_channels} channels; radiographs have 1")
-        try:
-            codec = HeatmapCodec(**meta.codec)
-        except (TypeError, ValueError) as exc:
-            raise fail(f"codec parameters are not HeatmapCodec fields ({exc})") from exc
-        if codec.input_size != config.input_size or codec.heatmap_size != config.heatmap_size:
-            raise fail(f"codec sizes {codec.input_size} -> {codec.heatmap_size} do not match the network "
-                       f"{config.input_size} -> {config.heatmap_size}")
-        if kind is None:
-            expected = reference_point_names()
-            role, schema, spec = "global", None, None
-        else:
-            schema = load_schema(kind)
-            expected = schema.names
-            role = f"local_{kind}"
-            try:
-                spec = FrameSpec(**meta.frame)
-            except (TypeError, ValueError) as exc:
-                raise fail(f"frame parameters are not FrameSpec fields ({exc})") from exc
-            if spec.crop_size != config.input_size:
-                raise fail(f"frame crop_size {spec.crop_size} differs from the network input {config.input_size}")
-        if tuple(meta.landmark_names) != tuple(expected):
-            raise fail(f"its outputs are not the {len(expected)} {kind or 'reference-point'} landmarks in "
-                       f"schema order")
-        return cls(loaded.network, codec, ModelInfo(role, meta.name, meta.version, loaded.provenance), schema, spec,
-                   meta.qc)
-
-
-@dataclass(frozen=True, eq=False)
-class ModelSet:
-    """The global model and the local model of each available schema kind, on one device."""
-
-    global_model: StageModel
-    local_models: Mapping[str, StageModel]
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    def __post_init__(self) -> None:
-        unknown = set(self.local_models) - set(KINDS)
-        if unknown or not self.local_models:
-            raise ValueError(f"local_models must map some of {KINDS} to models, got {sorted(self.local_models)}")
-        object.__setattr__(self, "local_models", MappingProxyType(dict(self.local_models)))
-
-    @classmethod
-    def load(cls, source: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]] | None = None,
-             *, device: str | torch.device = "auto") -> ModelSet:
-        """Load and check the bundles of a models folder (see the module docstring).
-
-        Args:
-            source: a models folder; or a mapping {"global": path, "preop": path,
-                "postop": path} of bundle folders (local entries optional, one needed);
-                None: ``default_models_dir()``.
-            device: "auto", "cpu", "cuda", ...
-
-        Raises:
-            BundleError: a missing or invalid bundle (the message says where it looked and
-                how to get models).
-        """
-        target = resolve_device(device)
-        if isinstance(source, Mapping):
-            paths = {key: Path(value) for key, value in source.items()}
-            unknown = set(paths) - {"global", *KINDS}
-            if unknown:
-                raise ValueError(f"model paths must be keyed by 'global', 'preop', 'postop'; got {sorted(unknown)}")
-            if "global" not in paths:
-                raise BundleError("no global model given: the model paths need a 'global' entry")
-        else:
-            root = default_models_dir() if source is None else Path(source)
-            if not root.is_dir():
-                raise _missing("models folder", root)
-            paths = {"global": root / GLOBAL_DIR}
-            paths |= {kind: root / LOCAL_DIRS[kind] for kind in KINDS if (root / LOCAL_DIRS[kind]).is_dir()}
-            if not paths["global"].is_dir():
-                raise _missing("global model", paths["global"])
-            if len(paths) == 1:
-                raise _missing("local model", root / f"{LOCAL_DIRS['preop']} or {LOCAL_DIRS['postop']}")
-        if not any(kind in paths for kind in KINDS):
-            raise BundleError("no local model given: the model paths need a 'preop' or 'postop' entry")
-        glob = StageModel.from_bundle(load_bundle(paths["global"], expected_stage="global", device=target), None)
-        local = {kind: StageModel.from_bundle(load_bundle(paths[kind], expected_stage="local",
-                                                          expected_schema=kind, device=target), kind)
-                 for kind in KINDS if kind in paths}
-        return cls(glob, local, target)
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        """Schema kinds with a local model, in KINDS order."""
-        return tuple(kind for kind in KINDS if kind in self.local_models)
-
-    def local(self, kind: str) -> StageModel:
-        if kind not in self.local_models:
-            raise BundleError(f"the model set has no local {kind} model (it has: {', '.join(self.kinds)}); "
-                              f"add a {LOCAL_DIRS[kind]}/ bundle to the models folder")
-        return self.local_models[kind]
-
-    def to(self, device: str | torch.device) -> ModelSet:
-        """This set on ``device``; the networks move in place, as ``nn.Module.to`` does."""
-        target = resolve_device(device)
-        if target == self.device:
-            return self
-        self.global_model.network.to(target)
-        for model in self.local_models.values():
-            model.network.to(target)
-        return ModelSet(self.global_model, self.local_models, target)
 
 
 # --- running networks ------------------------------------------------------------------------

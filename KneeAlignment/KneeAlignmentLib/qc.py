@@ -2,7 +2,7 @@
 
 Each check returns ``measurement.QCFlag`` objects (a short code and a message for
 people); ``ordered`` sorts them most serious first, so a result's ``reason`` is its
-first flag's message. Thresholds are a ``qc_thresholds.QCThresholds`` (the model
+first flag's message. Thresholds are a ``bundle.thresholds.QCThresholds`` (the model
 bundles' ``qc`` metadata; its defaults are the values calibrated for the models shipped
 before they moved there); confidences are the heatmap codec's, in [0, 1].
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .bundle.thresholds import DEFAULT, QCThresholds
 from .geometry import Alignment, mm_per_px, outside_image
 from .measurement import Landmarks, QCFlag, reference_point_names
-from .qc_thresholds import DEFAULT, QCThresholds
 from .schema import LandmarkSchema
 
 # Most serious first: a result's ``reason`` is its first flag's message.

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from .pipeline import resolve_device
+from .bundle.modelset import resolve_device
 
 __all__ = ["GROUP_TIMEOUT", "Shard"]
 

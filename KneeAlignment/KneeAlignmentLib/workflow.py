@@ -1,11 +1,11 @@
-"""Interactive measurement: the GUI's choices, progress reports, cancellation between stages, a model cache.
+"""Interactive measurement: the GUI's choices, progress reports, cancellation between stages.
 
 The Slicer module runs inference in the GUI thread (torch and MRML both want it), so a
 measurement is cut into stages; between stages the caller's ``progress(fraction, message)``
 runs (the module updates its progress bar and lets Qt process events there) and
 ``cancelled()`` is asked, and a True answer stops the run with :class:`Cancelled`.
-Loading the networks is the slow part of a first run, so a :class:`ModelCache` keeps the
-loaded model set until the bundle files change.
+Loading the networks is the slow part of a first run, so a ``bundle.modelset.ModelCache``
+keeps the loaded model set until the bundle files change.
 
 Importing this module does not import torch; measuring does.
 """
@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from .imageio import Radiograph
 
 if TYPE_CHECKING:
+    from .bundle.modelset import ModelCache
     from .measurement import Measurement
-    from .pipeline import ModelSet
 
-__all__ = ["DEVICES", "SCHEMA_KINDS", "SIDE_CODES", "Cancelled", "ModelCache", "checkpoint", "gui_choices",
-           "measure_radiograph"]
+__all__ = ["DEVICES", "SCHEMA_KINDS", "SIDE_CODES", "Cancelled", "checkpoint", "gui_choices", "measure_radiograph"]
 
 # The Slicer module's choices ("Auto" besides these) -> core values.
 SCHEMA_KINDS = MappingProxyType({"Pre-op": "preop", "Post-op": "postop"})  # "Auto": the model or the labels decide
@@ -57,38 +55,6 @@ def checkpoint(fraction: float, message: str, progress: Progress | None, cancell
         progress(fraction, message)
 
 
-class ModelCache:
-    """The last loaded :class:`~KneeAlignmentLib.pipeline.ModelSet`, reused while its files are unchanged."""
-
-    def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._models: ModelSet | None = None
-
-    @staticmethod
-    def _key_of(paths: Mapping[str, Path], device: str) -> tuple:
-        files = []
-        for role in sorted(paths):
-            for path in sorted(p for p in Path(paths[role]).rglob("*") if p.is_file()):
-                stat = path.stat()
-                files.append((role, str(path), stat.st_size, stat.st_mtime_ns))
-        return device, tuple(files)
-
-    def get(self, paths: Mapping[str, str | os.PathLike[str]], device: str) -> ModelSet:
-        """The model set of these bundle folders on ``device``, loaded (and checked) on first use or change."""
-        from .pipeline import ModelSet
-
-        paths = {role: Path(p) for role, p in paths.items()}
-        key = self._key_of(paths, device)
-        if key != self._key:
-            self._models, self._key = None, None  # free the old networks before loading new ones
-            self._models = ModelSet.load(paths, device=device)
-            self._key = key
-        return self._models
-
-    def clear(self) -> None:
-        self._models, self._key = None, None
-
-
 def measure_radiograph(radiograph: Radiograph, model_paths: Mapping[str, str | os.PathLike[str]], *,
                        kind: str = "auto", side: str | None = None, device: str = "auto",
                        cache: ModelCache | None = None, progress: Progress | None = None,
@@ -98,7 +64,7 @@ def measure_radiograph(radiograph: Radiograph, model_paths: Mapping[str, str | o
 
     Args:
         radiograph: the image.
-        model_paths: bundle folder per role, as ``models_store.model_paths`` gives.
+        model_paths: bundle folder per role, as ``bundle.resolve.resolve_models`` gives.
         kind, side: as ``pipeline.measure`` ("auto"/"preop"/"postop"; "L"/"R"/None).
         device: "auto", "cpu" or "cuda".
         cache: keeps the loaded models between calls; None loads them afresh.
@@ -112,6 +78,7 @@ def measure_radiograph(radiograph: Radiograph, model_paths: Mapping[str, str | o
     """
     import torch
 
+    from .bundle.modelset import ModelCache
     from .pipeline import measure
 
     def at(fraction: float) -> float:  # this run's fraction -> the caller's progress range

@@ -48,11 +48,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from KneeAlignmentLib.bundle.modelset import ModelSet
+from KneeAlignmentLib.bundle.resolve import SHIPPED_MODELS_DIR
 from KneeAlignmentLib.geometry import compute_alignment
 from KneeAlignmentLib.imageio import radiograph_from_array
 from KneeAlignmentLib.phantom.dataset import render_case
 from KneeAlignmentLib.phantom.xray import gaussian_blur
-from KneeAlignmentLib.pipeline import measure_batch, ModelSet
+from KneeAlignmentLib.pipeline import measure_batch
 from KneeAlignmentLib.schema import load_schema
 
 FAILURE_DEG = 3.0
@@ -142,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = ModelSet.load(args.models, device="cpu")
+    models = ModelSet.load(args.models or SHIPPED_MODELS_DIR, device="cpu")
     schema = load_schema(args.kind)
     cases = [render_case(args.kind, args.seed, i, tuple(args.size)) for i in range(args.n)]
     print(f"{len(cases)} {args.kind} phantoms, seed {args.seed}, {args.size[0]}x{args.size[1]}; models "

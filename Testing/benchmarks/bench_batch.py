@@ -31,13 +31,14 @@ import numpy as np
 import torch
 
 from KneeAlignmentLib.batch import BatchOptions, discover_inputs, run_batch
-from KneeAlignmentLib.bundle import save_bundle
+from KneeAlignmentLib.bundle.format import save_bundle
+from KneeAlignmentLib.bundle.modelset import ModelSet
+from KneeAlignmentLib.bundle.resolve import ROLE_DIRS, SHIPPED_MODELS_DIR
 from KneeAlignmentLib.dicom_dx import full_range_window, write_dx
 from KneeAlignmentLib.frame import FrameSpec
 from KneeAlignmentLib.heatmaps import HeatmapCodec
 from KneeAlignmentLib.measurement import reference_point_names
 from KneeAlignmentLib.networks import build_network, preset
-from KneeAlignmentLib.pipeline import GLOBAL_DIR, LOCAL_DIRS, ModelSet, default_models_dir
 from KneeAlignmentLib.schema import KINDS, load_schema
 
 SHAPE = (2000, 1600)  # (H, W)
@@ -70,9 +71,9 @@ def random_models(folder: Path, name: str) -> Path:
                     codec=dataclasses.asdict(HeatmapCodec(config.input_size, config.heatmap_size, 2.0)), frame=frame,
                     description="random initialisation for benchmarking", data_source="none", preset=name)
 
-    save(GLOBAL_DIR, "global", None, reference_point_names())
+    save(ROLE_DIRS["global"], "global", None, reference_point_names())
     for kind in KINDS:
-        save(LOCAL_DIRS[kind], "local", kind, load_schema(kind).names)
+        save(ROLE_DIRS[kind], "local", kind, load_schema(kind).names)
     return folder
 
 
@@ -132,10 +133,10 @@ def main() -> None:
               f"{os.cpu_count()} CPUs; {args.n} DX {SHAPE[0]}x{SHAPE[1]} written in {time.perf_counter() - start:.1f} s; "
               f"kind {args.kind}, batch {args.batch_size}, {args.workers} workers, "
               f"outputs: json, mrk.json, png{', sr.dcm, sc.dcm' if args.dicom_sr else ''}")
-        shipped = default_models_dir()
+        shipped = SHIPPED_MODELS_DIR
         if args.models is not None:
             runs = [(f"models {args.models.name}", args.models)]
-        elif (shipped / GLOBAL_DIR).is_dir():
+        elif (shipped / ROLE_DIRS["global"]).is_dir():
             runs = [("shipped models", shipped)]
         else:
             names = ("lite", "paper") if args.preset == "both" else (args.preset,)

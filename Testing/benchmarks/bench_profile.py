@@ -232,9 +232,10 @@ def main() -> None:
     import KneeAlignmentLib
     from KneeAlignmentLib.batch import BatchOptions, discover_inputs, run_batch
     from KneeAlignmentLib.imageio import read_radiograph
-    from KneeAlignmentLib.pipeline import ModelSet, default_models_dir
+    from KneeAlignmentLib.bundle.modelset import ModelSet
+    from KneeAlignmentLib.bundle.resolve import SHIPPED_MODELS_DIR, resolve_models
 
-    models_dir = args.models or default_models_dir()
+    models_dir = args.models or SHIPPED_MODELS_DIR
     made = tempfile.TemporaryDirectory(prefix="bench_profile_models_")
     if args.preset is not None:
         from bench_batch import random_models  # beside this script
@@ -291,15 +292,14 @@ def main() -> None:
             print(f"decoding alone, {args.workers} workers: {count / elapsed:.1f} images/s")
 
         # Per Apply of the Slicer module: the logic's calls below MRML.
-        from KneeAlignmentLib.pipeline import GLOBAL_DIR, LOCAL_DIRS
+        from KneeAlignmentLib.bundle.modelset import ModelCache
         from KneeAlignmentLib.volume import radiograph_from_volume
-        from KneeAlignmentLib.workflow import ModelCache, measure_radiograph
+        from KneeAlignmentLib.workflow import measure_radiograph
 
         radiograph = read_radiograph(one[0].path)
         volume = np.round(radiograph.pixels * 4095).astype(np.int16)[None]  # (1, H, W) as arrayFromVolume gives
         ijk_to_ras = np.diag([-0.15, -0.15, 1.0, 1.0])
-        paths = {"global": models_dir / GLOBAL_DIR} | {k: models_dir / v for k, v in LOCAL_DIRS.items()
-                                                      if (models_dir / v).is_dir()}
+        paths = resolve_models(models_dir)
         cache, stages = ModelCache(), []
         times = []
         for i in range(args.repeat + 1):

@@ -22,11 +22,12 @@ import math
 import numpy as np
 import torch
 
+from KneeAlignmentLib.bundle.modelset import ModelSet
+from KneeAlignmentLib.bundle.resolve import SHIPPED_MODELS_DIR
 from KneeAlignmentLib.datasets import AnnotatedImage, find_cases
 from KneeAlignmentLib.evaluation import evaluate, summarize
 from KneeAlignmentLib.imageio import radiograph_from_array
 from KneeAlignmentLib.phantom.xray import gaussian_blur
-from KneeAlignmentLib.pipeline import ModelSet
 
 
 def _with(case: AnnotatedImage, pixels: np.ndarray, points: np.ndarray | None = None,
@@ -96,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = ModelSet.load(args.models, device="cpu")
+    models = ModelSet.load(args.models or SHIPPED_MODELS_DIR, device="cpu")
     cases = [c.load() for c in find_cases(args.data)[: args.n]]
     print(f"{len(cases)} cases of {args.data}; models "
           + ", ".join(m.info.model_id for m in (models.global_model, *models.local_models.values())))

@@ -51,12 +51,14 @@ from pathlib import Path
 
 import numpy as np
 
-from KneeAlignmentLib.bundle import write_qc_thresholds
+from KneeAlignmentLib.bundle.format import write_qc_thresholds
+from KneeAlignmentLib.bundle.modelset import ModelSet
+from KneeAlignmentLib.bundle.resolve import ROLE_DIRS, resolve_models
 from KneeAlignmentLib.datasets import find_cases
 from KneeAlignmentLib.geometry import compute_alignment
 from KneeAlignmentLib.imageio import radiograph_from_array
 from KneeAlignmentLib.phantom.wrong_view import MM_PER_PX, WRONG_VIEWS, render_wrong_view
-from KneeAlignmentLib.pipeline import GLOBAL_DIR, LOCAL_DIRS, ModelSet, measure_batch
+from KneeAlignmentLib.pipeline import measure_batch
 
 __all__ = ["calibrate_qc"]
 
@@ -94,8 +96,8 @@ def calibrate_qc(models_dir: str | Path, data: Sequence[str | Path], *, wrong_vi
     Raises:
         ValueError: no validation cases, or a kind with a local model but no cases.
     """
-    models_dir = Path(models_dir)
-    models = ModelSet.load(models_dir, device=device)
+    paths = resolve_models(models_dir)
+    models = ModelSet.load(paths, device=device)
     cases = [c.load() for folder in data for c in find_cases(folder)]
     if not cases:
         raise ValueError(f"no annotated validation cases in {', '.join(map(str, data))}")
@@ -139,7 +141,7 @@ def calibrate_qc(models_dir: str | Path, data: Sequence[str | Path], *, wrong_vi
     valid_mean = arr([v for k in models.kinds for v in per_kind[k]["mean"]])
     rules, thresholds = {}, {}
     value, rules["global_confidence_min"] = _separating(valid_ref, arr(wrong_ref))
-    thresholds[GLOBAL_DIR] = {"global_confidence_min": value}
+    thresholds[ROLE_DIRS["global"]] = {"global_confidence_min": value}
     wrong_view_mean, rules["wrong_view_mean_confidence"] = _separating(valid_mean, arr(wrong_mean))
     for kind in models.kinds:
         s = per_kind[kind]
@@ -149,7 +151,7 @@ def calibrate_qc(models_dir: str | Path, data: Sequence[str | Path], *, wrong_vi
         axis = arr(s["axis"])
         if axis.size:
             mine["axis_evidence_max_diff_deg"] = max(3.0, math.ceil(float(np.percentile(axis, 99)) * 2.0) / 2.0)
-        thresholds[LOCAL_DIRS[kind]] = mine
+        thresholds[ROLE_DIRS[kind]] = mine
     if len(models.kinds) == 2 and implant["preop"] and implant["postop"]:
         pre, post = arr(implant["preop"]), arr(implant["postop"])
         if pre.max() < post.min():
@@ -160,7 +162,7 @@ def calibrate_qc(models_dir: str | Path, data: Sequence[str | Path], *, wrong_vi
             overlap = float(pre.max() - post.min())
             kind_threshold, margin = 0.5 * float(np.median(pre) + np.median(post)), max(0.02, 0.5 * overlap)
             rules["kind_implant_confidence"] = "overlapping: midpoint of the medians, margin half the overlap"
-        thresholds[LOCAL_DIRS["postop"]] |= {"kind_implant_confidence": round(kind_threshold, 3),
+        thresholds[ROLE_DIRS["postop"]] |= {"kind_implant_confidence": round(kind_threshold, 3),
                                              "kind_confidence_margin": round(margin, 3)}
     stats = {"cases": {k: len(per_kind[k]["ref"]) for k in models.kinds}, "wrong_views": len(images),
              "reference_confidence": {"ap_knees": _stats(valid_ref), "wrong_views": _stats(arr(wrong_ref))},
@@ -175,8 +177,9 @@ def calibrate_qc(models_dir: str | Path, data: Sequence[str | Path], *, wrong_vi
         provenance = (f"kneealign-train calibrate-qc on {sum(stats['cases'].values())} validation cases "
                       f"({', '.join(str(d) for d in data)}) and {len(images)} wrong views; rules: "
                       f"Training/kneetrain/calibrate.py")
-        for folder, values in thresholds.items():
-            write_qc_thresholds(models_dir / folder, values, provenance)
+        for role, folder in ROLE_DIRS.items():
+            if folder in thresholds:
+                write_qc_thresholds(paths[role], thresholds[folder], provenance)
     return report
 
 

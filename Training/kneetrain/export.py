@@ -1,12 +1,12 @@
-"""Export a training checkpoint as a model bundle (``KneeAlignmentLib.bundle`` layout).
+"""Export a training checkpoint as a model bundle (written by ``KneeAlignmentLib.bundle.format``).
 
-The bundle carries what ``pipeline.ModelSet`` checks: landmark names in output order
+The bundle carries what ``bundle.modelset.ModelSet`` checks: landmark names in output order
 (the reference points for the global stage, the schema's landmarks for the local
 stage), the ``HeatmapCodec`` fields and, for the local stage, the ``FrameSpec`` fields;
 plus the preset, a description of the training data, and the checkpoint's validation
 metrics (``ref_error_sd_mm`` of a global model sets the local stage's jitter through
 ``jitter.from_global_bundle``), and the quality-control thresholds (``qc``: the defaults
-of ``qc_thresholds.QCThresholds`` until ``kneealign-train calibrate-qc --write``
+of ``bundle.thresholds.QCThresholds`` until ``kneealign-train calibrate-qc --write``
 calibrates them for the new weights). Place bundles as ``<models>/global``,
 ``<models>/local_preop`` and ``<models>/local_postop`` for ``kneealign``.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from KneeAlignmentLib.bundle import save_bundle
+from KneeAlignmentLib.bundle.format import save_bundle
+from KneeAlignmentLib.bundle.thresholds import DEFAULT as DEFAULT_QC
 from KneeAlignmentLib.networks import HourglassConfig, build_network
-from KneeAlignmentLib.qc_thresholds import DEFAULT as DEFAULT_QC
 
 from .checkpoint import load_checkpoint
 

@@ -372,7 +372,7 @@ class Trainer:
 def _init_from_bundle(network: torch.nn.Module, bundle: str | Path, cfg: TrainConfig, setup: StageSetup) -> str:
     """Copy a verified bundle's weights into ``network``; the bundle must be of this stage,
     schema and architecture with the same landmarks. Returns its model id."""
-    from KneeAlignmentLib.bundle import load_bundle
+    from KneeAlignmentLib.bundle.format import load_bundle
 
     loaded = load_bundle(bundle, expected_stage=cfg.stage, expected_schema=cfg.schema)
     meta = loaded.metadata

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from KneeAlignmentLib.bundle import METADATA_FILE
+from KneeAlignmentLib.bundle.format import METADATA_FILE
 from KneeAlignmentLib.datasets import AnnotatedImage
 from KneeAlignmentLib.frame import FrameSpec, Letterbox, ReferenceFrame
 from KneeAlignmentLib.geometry import mm_per_px, outside_image

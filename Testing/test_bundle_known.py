@@ -17,22 +17,24 @@ import pytest
 import safetensors.torch
 import torch
 
-from KneeAlignmentLib import cli, known_models
-from KneeAlignmentLib.bundle import METADATA_FILE, load_bundle
+from KneeAlignmentLib import cli
+from KneeAlignmentLib.bundle import known
+from KneeAlignmentLib.bundle.format import METADATA_FILE, load_bundle
+from KneeAlignmentLib.bundle.known import KNOWN_MODELS_FILE, verify_models, write_known_models
+from KneeAlignmentLib.bundle.modelset import ModelSet
+from KneeAlignmentLib.bundle.resolve import SHIPPED_MODELS_DIR as SHIPPED
+from KneeAlignmentLib.bundle.resolve import resolve_models
 from KneeAlignmentLib.cli import EXAMPLE_RADIOGRAPHS
 from KneeAlignmentLib.imageio import read_radiograph
-from KneeAlignmentLib.known_models import KNOWN_MODELS_FILE, verify_models, write_known_models
 from KneeAlignmentLib.measurement import Measurement, ModelInfo, csv_header, format_measurement
-from KneeAlignmentLib.pipeline import ModelSet, default_models_dir, measure
-
-SHIPPED = default_models_dir()
+from KneeAlignmentLib.pipeline import measure
 
 
 def test_the_shipped_bundles_are_the_pinned_releases(tmp_path):
-    statuses = verify_models(SHIPPED)
+    statuses = verify_models(resolve_models(SHIPPED))
     assert [(s.role, s.status) for s in statuses] == [("global", "release"), ("local_preop", "release"),
                                                       ("local_postop", "release")], \
-        "re-exported models? run: .venv/bin/python -m KneeAlignmentLib.known_models"
+        "re-exported models? run: .venv/bin/python -m KneeAlignmentLib.bundle.known"
     # The pinned list is exactly what the regeneration command writes for the shipped models.
     copy = tmp_path / "known_models.json"
     shutil.copy(KNOWN_MODELS_FILE, copy)
@@ -99,16 +101,16 @@ def test_provenance_values_and_results_written_before_it_was_recorded():
         ModelInfo("global", "g", "1", "trusted")
     assert ModelInfo("global", "g", "1").provenance == "user-supplied"  # never a release without the check
     assert ModelInfo("global", "g", "1", "release").label == "g@1"
-    assert known_models.provenance("0" * 64, "0" * 64) == "user-supplied"
+    assert known.provenance("0" * 64, "0" * 64) == "user-supplied"
 
 
 def test_an_unreadable_pinned_list_makes_nothing_a_release(tmp_path, monkeypatch):
     broken = tmp_path / "known_models.json"
     broken.write_text("{ not json")
-    monkeypatch.setattr(known_models, "KNOWN_MODELS_FILE", broken)
-    known_models.known_models.cache_clear()
+    monkeypatch.setattr(known, "KNOWN_MODELS_FILE", broken)
+    known.known_models.cache_clear()
     try:
         assert load_bundle(SHIPPED / "global").provenance == "user-supplied"
     finally:
         monkeypatch.undo()
-        known_models.known_models.cache_clear()
+        known.known_models.cache_clear()

@@ -1,4 +1,4 @@
-"""QC thresholds travel in the bundle metadata (qc_thresholds, bundle, pipeline) and are calibrated
+"""QC thresholds travel in the bundle metadata (bundle.thresholds, bundle.format, pipeline) and are calibrated
 by ``kneealign-train calibrate-qc`` (Training/kneetrain/calibrate.py) on validation phantoms.
 
 Tiny random-init models (``model_factory``) and small phantoms: the numbers are meaningless,
@@ -13,13 +13,14 @@ import shutil
 import numpy as np
 import pytest
 
-from KneeAlignmentLib.bundle import METADATA_FILE, load_bundle, write_qc_thresholds
+from KneeAlignmentLib.bundle.format import METADATA_FILE, load_bundle, write_qc_thresholds
+from KneeAlignmentLib.bundle.modelset import ModelSet
+from KneeAlignmentLib.bundle.thresholds import DEFAULT, QCThresholds
 from KneeAlignmentLib.errors import BundleError
 from KneeAlignmentLib.datasets import find_cases
 from KneeAlignmentLib.imageio import radiograph_from_array
 from KneeAlignmentLib.phantom.dataset import generate_dataset
-from KneeAlignmentLib.pipeline import ModelSet, measure_batch
-from KneeAlignmentLib.qc_thresholds import DEFAULT, QCThresholds
+from KneeAlignmentLib.pipeline import measure_batch
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -4,15 +4,15 @@ A bundle's own SHA-256 (``metadata.json`` -> weights) only shows that weights an
 metadata agree with each other; anyone who changes the weights can update it. The
 released bundles' digests therefore live in the package itself: for each release, the
 SHA-256 of its weights file and of its metadata (canonical JSON: sorted keys, no
-whitespace). ``bundle.load_bundle`` looks every bundle up here; results record each
+whitespace). ``format.load_bundle`` looks every bundle up here; results record each
 model's provenance, "release" or "user-supplied" (imported, trained in-house, or
 changed), and ``kneealign models verify`` lists what is installed.
 
 When the shipped models in ``Resources/Models`` are re-exported, regenerate the list::
 
-    .venv/bin/python -m KneeAlignmentLib.known_models
+    .venv/bin/python -m KneeAlignmentLib.bundle.known
 
-(``--models-dir DIR`` to pin another folder; ``Testing/test_known_models.py`` fails
+(``--models-dir DIR`` to pin another folder; ``Testing/test_bundle_known.py`` fails
 until the list matches the shipped bundles.)
 """
 
@@ -29,6 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .resolve import ROLE_DIRS, SHIPPED_MODELS_DIR
+
 __all__ = [
     "KNOWN_MODELS_FILE",
     "PROVENANCES",
@@ -40,10 +42,9 @@ __all__ = [
     "write_known_models",
 ]
 
-KNOWN_MODELS_FILE = Path(__file__).resolve().parent / "data" / "known_models.json"
+KNOWN_MODELS_FILE = Path(__file__).resolve().parents[1] / "data" / "known_models.json"
 PROVENANCES = ("release", "user-supplied", "unknown")  # unknown: results written before provenance was recorded
 _FORMAT = "kneealignment-known-models"
-_ROLES = ("global", "local_preop", "local_postop")  # folders of a models folder (pipeline.GLOBAL_DIR, LOCAL_DIRS)
 
 
 def metadata_digest(metadata: Mapping[str, Any]) -> str:
@@ -74,10 +75,11 @@ def provenance(weights_sha256: str, metadata_sha256: str) -> str:
 
 @dataclass(frozen=True)
 class BundleStatus:
-    """One role folder of a models folder, as ``kneealign models verify`` reports it.
+    """One role of a models folder (its folder name), as ``kneealign models verify`` reports it.
 
     ``status``: "release", "user-supplied", "missing" or "invalid"; ``detail``: why
-    (the load error for "invalid"); ``model_id`` and ``weights_sha256`` when it loaded.
+    (the load error for "invalid"); ``path``: the bundle folder (None when missing);
+    ``model_id`` and ``weights_sha256`` when it loaded.
     """
 
     role: str
@@ -85,34 +87,36 @@ class BundleStatus:
     detail: str
     model_id: str | None = None
     weights_sha256: str | None = None
+    path: str | None = None
 
     def to_dict(self) -> dict[str, str | None]:
         return {"role": self.role, "status": self.status, "detail": self.detail, "model_id": self.model_id,
-                "weights_sha256": self.weights_sha256}
+                "weights_sha256": self.weights_sha256, "path": self.path}
 
 
-def verify_models(models_dir: str | os.PathLike[str]) -> list[BundleStatus]:
-    """Load each bundle of a models folder (all checks of ``bundle.load_bundle``) and say whether it
-    is a known release."""
-    from .bundle import load_bundle
-    from .errors import BundleError
+def verify_models(paths: Mapping[str, str | os.PathLike[str]]) -> list[BundleStatus]:
+    """Load the bundle of each role (``resolve.resolve_models(..., complete=False)`` gives the
+    folders; all checks of ``format.load_bundle``) and say whether it is a known release."""
+    from ..errors import BundleError
+    from .format import load_bundle
 
     statuses = []
-    for role in _ROLES:
-        folder = Path(models_dir) / role
-        if not folder.exists():
-            statuses.append(BundleStatus(role, "missing", "no bundle in this folder"))
+    for role, name in ROLE_DIRS.items():
+        if role not in paths:
+            statuses.append(BundleStatus(name, "missing", "no bundle for this role"))
             continue
+        folder = Path(paths[role])
         try:
             loaded = load_bundle(folder, expected_stage="global" if role == "global" else "local",
-                                 expected_schema=None if role == "global" else role.removeprefix("local_"))
+                                 expected_schema=None if role == "global" else role)
         except BundleError as exc:
-            statuses.append(BundleStatus(role, "invalid", str(exc)))
+            statuses.append(BundleStatus(name, "invalid", str(exc), path=str(folder)))
             continue
         meta = loaded.metadata
         detail = ("matches a release pinned in this software" if loaded.provenance == "release" else
                   "not a known release: imported, trained in-house, or changed (its results say user-supplied)")
-        statuses.append(BundleStatus(role, loaded.provenance, detail, meta.model_id, meta.weights_sha256))
+        statuses.append(BundleStatus(name, loaded.provenance, detail, meta.model_id, meta.weights_sha256,
+                                     str(folder)))
     return statuses
 
 
@@ -122,11 +126,11 @@ def write_known_models(models_dir: str | os.PathLike[str], path: str | os.PathLi
     Earlier releases in ``path`` stay pinned unless a bundle here has the same model id
     (a re-export of that version replaces its entry).
     """
-    from .bundle import METADATA_FILE, load_bundle
+    from .format import METADATA_FILE, load_bundle
 
     path = Path(path)
     entries = []
-    for role in _ROLES:
+    for role in ROLE_DIRS.values():
         folder = Path(models_dir) / role
         if not folder.exists():
             continue
@@ -142,7 +146,7 @@ def write_known_models(models_dir: str | os.PathLike[str], path: str | os.PathLi
     current = {entry["model_id"] for entry in entries}
     entries = [e for e in earlier if isinstance(e, dict) and e.get("model_id") not in current] + entries
     document = {"format": _FORMAT, "note": "released model bundles; regenerate with "
-                                           "`python -m KneeAlignmentLib.known_models` after re-exporting them",
+                                           "`python -m KneeAlignmentLib.bundle.known` after re-exporting them",
                 "models": entries}
     path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     known_models.cache_clear()
@@ -150,15 +154,13 @@ def write_known_models(models_dir: str | os.PathLike[str], path: str | os.PathLi
 
 
 def main(argv=None) -> int:
-    from .pipeline import default_models_dir
-
-    parser = argparse.ArgumentParser(prog="python -m KneeAlignmentLib.known_models",
+    parser = argparse.ArgumentParser(prog="python -m KneeAlignmentLib.bundle.known",
                                      description="Pin the bundles of a models folder as the known releases "
                                                  f"({KNOWN_MODELS_FILE.name}, inside the package).")
     parser.add_argument("--models-dir", type=Path, default=None,
                         help="models folder to pin (default: the shipped Resources/Models)")
     args = parser.parse_args(argv)
-    path = write_known_models(args.models_dir or default_models_dir())
+    path = write_known_models(args.models_dir or SHIPPED_MODELS_DIR)
     print(f"wrote {path}")
     return 0
 

@@ -1,20 +1,20 @@
-"""The user's models folder: import verified model bundles, and pick the bundle of each role.
+"""The user's models folder: import verified model bundles into it.
 
-Models come from two places: the bundles shipped with the extension
-(``pipeline.default_models_dir()``) and the user's own models folder (default
-:func:`default_user_models_dir`; the Slicer module lets the user change it), where a
-hospital without internet puts bundles from a local folder or ``.zip`` (released by us or
-trained in-house). Both folders have the layout of ``pipeline.ModelSet.load``::
+A hospital without internet puts bundles there from a local folder or ``.zip`` (released
+by us or trained in-house); ``resolve.resolve_models`` then takes each role from it where
+present, else from the shipped bundles. The folder (``resolve.default_user_models_dir``;
+the Slicer module lets the user change it) has the layout of a models folder::
 
     <models>/global/  <models>/local_preop/  <models>/local_postop/
 
 Importing (:func:`import_models`) never trusts the source: the bundles are copied into a
 hidden staging folder beside their destination (a zip is extracted there, refusing
 absolute paths, ``..``, links and oversized archives) and each staged copy is loaded and
-checked as the pipeline will load it (``bundle.load_bundle``: metadata, format version,
-SHA-256 of the weights; ``pipeline.StageModel.from_bundle``: codec, frame and landmark
-names). Only then are they moved into place. An installed bundle is replaced only when
-the caller says so (``replace=True``); an identical one is left as it is.
+checked as the pipeline will load it (``format.load_bundle``: metadata, format version,
+SHA-256 of the weights; ``modelset.StageModel.from_bundle``: codec, frame and landmark
+names). Only then are they moved into place (``format.replace_folder``). An installed
+bundle is replaced only when the caller says so (``replace=True``); an identical one is
+left as it is.
 """
 
 from __future__ import annotations
@@ -27,23 +27,18 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .bundle import METADATA_FILE, load_bundle
-from .errors import BundleError
-from .pipeline import GLOBAL_DIR, LOCAL_DIRS, StageModel
-from .schema import KINDS
+from ..errors import BundleError
+from .format import METADATA_FILE, load_bundle, replace_folder
+from .modelset import StageModel
+from .resolve import ROLE_DIRS
 
 __all__ = [
     "BundleConflict",
     "ImportedBundle",
     "MAX_ARCHIVE_BYTES",
-    "ROLE_DIRS",
-    "default_user_models_dir",
     "import_models",
-    "model_paths",
 ]
 
-# ModelSet.load's mapping keys -> folder names in a models folder.
-ROLE_DIRS = {"global": GLOBAL_DIR, **LOCAL_DIRS}
 MAX_ARCHIVE_BYTES = 8 * 1024**3  # uncompressed; far above the paper-size model set
 _MAX_ARCHIVE_ENTRIES = 10_000
 _MAX_BUNDLE_DEPTH = 3  # a bundle's metadata may sit this many folders below the source root
@@ -74,33 +69,6 @@ class ImportedBundle:
     model_id: str
     path: Path
     status: str
-
-
-def default_user_models_dir() -> Path:
-    """``~/.kneealignment/models``: the user's models folder unless they choose another."""
-    return Path.home() / ".kneealignment" / "models"
-
-
-def model_paths(user_dir: str | os.PathLike[str] | None, shipped_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """The bundle folder of each role for ``ModelSet.load``: the user's where present, else the shipped one.
-
-    Returns a mapping with "global" and each schema kind that has a model.
-
-    Raises:
-        BundleError: no global model or no local model in either folder.
-    """
-    folders = [Path(d) for d in (user_dir, shipped_dir) if d is not None]
-    paths = {}
-    for role, name in ROLE_DIRS.items():
-        found = next((d / name for d in folders if (d / name / METADATA_FILE).is_file()), None)
-        if found is not None:
-            paths[role] = found
-    where = " or ".join(str(d) for d in folders)
-    if "global" not in paths:
-        raise BundleError(f"no global model in {where}: import a model bundle (folder or .zip) first")
-    if not any(kind in paths for kind in KINDS):
-        raise BundleError(f"no local model ({', '.join(LOCAL_DIRS.values())}) in {where}: import one first")
-    return paths
 
 
 def import_models(source: str | os.PathLike[str], models_dir: str | os.PathLike[str], *,
@@ -151,7 +119,7 @@ def import_models(source: str | os.PathLike[str], models_dir: str | os.PathLike[
             results.append(ImportedBundle(role, model_id, target, status))
         for entry in results:
             if entry.status != "already installed":
-                _move_into_place(staged[entry.role][0], entry.path, staging)
+                replace_folder(staged[entry.role][0], entry.path)
         return results
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -208,10 +176,3 @@ def _tree_digest(folder: Path) -> str:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def _move_into_place(staged: Path, target: Path, staging: Path) -> None:
-    """Rename ``staged`` to ``target``; an existing target is first moved into ``staging`` (removed with it)."""
-    if target.exists():
-        os.replace(target, staging / f"replaced-{target.name}")
-    os.replace(staged, target)

@@ -1,4 +1,4 @@
-"""Model bundles: a network's weights plus everything needed to use them, in MONAI's layout.
+"""The model bundle format: a network's weights plus everything needed to use them, in MONAI's layout.
 
 A bundle is a folder::
 
@@ -13,7 +13,7 @@ format version, stage, landmark schema, landmark names, preset, the architecture
 (:class:`~KneeAlignmentLib.networks.HourglassConfig`), heatmap-codec and frame
 parameters, evaluation metrics, the weights file with its SHA-256 and, optionally, the
 quality-control thresholds calibrated for the model (``qc``: fields of
-:class:`~KneeAlignmentLib.qc_thresholds.QCThresholds`; absent: its defaults).
+:class:`~KneeAlignmentLib.bundle.thresholds.QCThresholds`; absent: its defaults).
 
 :func:`load_bundle` trusts nothing: it checks files, fields, format version and the
 checksum before deserialising, reads safetensors (or, for a ``.pt``/``.pth`` state
@@ -43,12 +43,12 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
-from . import __version__
-from .errors import BundleError
-from .known_models import metadata_digest, provenance
-from .networks import STAGES, HourglassConfig, StackedHourglass
-from .qc_thresholds import QCThresholds
-from .schema import KINDS as SCHEMAS
+from .. import __version__
+from ..errors import BundleError
+from ..networks import STAGES, HourglassConfig, StackedHourglass
+from ..schema import KINDS as SCHEMAS
+from .known import metadata_digest, provenance
+from .thresholds import QCThresholds
 
 __all__ = [
     "FORMAT_VERSION",
@@ -59,6 +59,7 @@ __all__ = [
     "BundleMetadata",
     "LoadedModel",
     "load_bundle",
+    "replace_folder",
     "save_bundle",
     "write_qc_thresholds",
 ]
@@ -151,7 +152,7 @@ class LoadedModel:
     metadata: BundleMetadata
     directory: Path
     device: torch.device
-    provenance: str = "user-supplied"  # "release" when it matches a pinned release (known_models)
+    provenance: str = "user-supplied"  # "release" when it matches a pinned release (.known)
 
 
 # --- metadata ----------------------------------------------------------------------------
@@ -545,7 +546,7 @@ def save_bundle(
     try:
         _write_synced(staging / WEIGHTS_FILE, payload)
         _write_synced(staging / METADATA_FILE, text.encode("utf-8"))
-        _replace_folder(staging, target)
+        replace_folder(staging, target)
     except OSError as exc:
         raise _fail(target, f"cannot write the bundle ({exc})") from exc
     finally:
@@ -558,7 +559,7 @@ def write_qc_thresholds(directory: str | os.PathLike[str], qc: Mapping[str, Any]
                         provenance: str | None = None) -> BundleMetadata:
     """Set ``kneealignment.qc`` of an existing bundle (merged over what it has), atomically.
 
-    ``qc``: fields of :class:`~KneeAlignmentLib.qc_thresholds.QCThresholds`;
+    ``qc``: fields of :class:`~KneeAlignmentLib.bundle.thresholds.QCThresholds`;
     ``provenance``: how they were derived, stored as ``kneealignment.qc_calibration``.
     The weights and their checksum are untouched. Returns the re-read metadata.
 
@@ -597,8 +598,13 @@ def _write_synced(path: Path, payload: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def _replace_folder(staging: Path, target: Path) -> None:
-    """Move ``staging`` to ``target``; an existing ``target`` is swapped out, then removed."""
+def replace_folder(staging: Path, target: Path) -> None:
+    """Move ``staging`` to ``target``; an existing ``target`` is swapped out, then removed.
+
+    Both must be on one file system (``staging`` beside ``target``): each step is a rename,
+    so readers see the old folder or the new one, never a mix; a failed swap puts the old back.
+    Raises OSError.
+    """
     if not target.exists():
         os.replace(staging, target)
         return

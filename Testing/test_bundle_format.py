@@ -1,9 +1,10 @@
-"""Tests of KneeAlignmentLib.bundle: round trips, and every way a bundle is refused."""
+"""Tests of KneeAlignmentLib.bundle.format: round trips, the folder swap, and every way a bundle is refused."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -12,8 +13,8 @@ import pytest
 import safetensors.torch
 import torch
 
-from KneeAlignmentLib import bundle as bundle_module
-from KneeAlignmentLib.bundle import INTENDED_USE, METADATA_FILE, WEIGHTS_FILE, load_bundle, save_bundle
+from KneeAlignmentLib.bundle import format as bundle_format
+from KneeAlignmentLib.bundle.format import INTENDED_USE, METADATA_FILE, WEIGHTS_FILE, load_bundle, save_bundle
 from KneeAlignmentLib.errors import BundleError
 from KneeAlignmentLib.networks import HourglassConfig, build_network
 
@@ -165,17 +166,37 @@ def test_save_refuses_to_clobber_unless_asked(tmp_path):
 
 
 def test_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
-    real_write = bundle_module._write_synced
+    real_write = bundle_format._write_synced
 
     def failing_write(path, payload):
         if path.name == "metadata.json":
             raise OSError(28, "No space left on device")
         real_write(path, payload)
 
-    monkeypatch.setattr(bundle_module, "_write_synced", failing_write)
+    monkeypatch.setattr(bundle_format, "_write_synced", failing_write)
     with pytest.raises(BundleError, match="cannot write"):
         save_tiny(tmp_path / "model")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_folder_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
+    target = save_tiny(tmp_path / "model", tiny_network(seed=0))
+    before = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    staging = tmp_path / ".staging"
+    staging.mkdir()
+    (staging / "new.txt").write_text("new")
+    real_replace = os.replace
+
+    def failing_replace(source, destination):
+        if Path(source) == staging:
+            raise OSError(28, "No space left on device")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(bundle_format.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space"):
+        bundle_format.replace_folder(staging, target)
+    assert {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".staging", "model"]  # nothing retired left over
 
 
 @pytest.mark.parametrize(
