@@ -14,7 +14,8 @@ import safetensors.torch
 import torch
 
 from KneeAlignmentLib.bundle import format as bundle_format
-from KneeAlignmentLib.bundle.format import INTENDED_USE, METADATA_FILE, WEIGHTS_FILE, load_bundle, save_bundle
+from KneeAlignmentLib import DISCLAIMER
+from KneeAlignmentLib.bundle.format import METADATA_FILE, WEIGHTS_FILE, load_bundle, save_bundle
 from KneeAlignmentLib.errors import BundleError
 from KneeAlignmentLib.networks import HourglassConfig, build_network
 
@@ -100,7 +101,7 @@ def test_round_trip_gives_identical_outputs_and_metadata(tmp_path):
     meta = loaded.metadata
     assert meta.landmark_names == tuple(NAMES) and meta.schema == "postop" and meta.stage == "local"
     assert meta.codec == {"kind": "gaussian", "sigma_px": 1.5} and meta.metrics == {"mre_px": 1.25}
-    assert meta.model_id == "tiny-test@0.1.0" and meta.intended_use == INTENDED_USE
+    assert meta.model_id == "tiny-test@0.1.0" and meta.intended_use == DISCLAIMER
     assert meta.weights_sha256 == hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
 
 
@@ -109,7 +110,7 @@ def test_metadata_json_has_monai_fields(tmp_path):
     for field in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version", "task",
                   "required_packages_version", "authors", "copyright", "license", "data_source"):
         assert data[field], field
-    assert "not for clinical use" in data["intended_use"]
+    assert data["intended_use"] == DISCLAIMER
     assert data["network_data_format"]["inputs"]["image"]["spatial_shape"] == [8, 8]
     pred = data["network_data_format"]["outputs"]["pred"]
     assert pred["num_channels"] == 3 and pred["spatial_shape"] == [4, 4]

@@ -43,7 +43,7 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
-from .. import __version__
+from .. import DISCLAIMER, __version__
 from ..errors import BundleError
 from ..networks import STAGES, HourglassConfig, StackedHourglass
 from ..schema import KINDS as SCHEMAS
@@ -52,7 +52,6 @@ from .thresholds import QCThresholds
 
 __all__ = [
     "FORMAT_VERSION",
-    "INTENDED_USE",
     "METADATA_FILE",
     "SCHEMAS",
     "WEIGHTS_FILE",
@@ -68,7 +67,6 @@ FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
 METADATA_FILE = "configs/metadata.json"
 WEIGHTS_FILE = "models/model.safetensors"
-INTENDED_USE = "research use only; not for clinical use"
 SECTION = "kneealignment"
 
 _MONAI_FIELDS = (
@@ -517,7 +515,7 @@ def save_bundle(
         "copyright": copyright,
         "license": license,
         "network_data_format": _network_data_format(config, stage, names),
-        "intended_use": INTENDED_USE,
+        "intended_use": DISCLAIMER,
         "data_source": data_source,
         SECTION: {
             "format_version": FORMAT_VERSION,
