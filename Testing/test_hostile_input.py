@@ -9,7 +9,6 @@ test_batch.py (output folders).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from KneeAlignmentLib.datasets import write_image16
-from KneeAlignmentLib.workers import die_with_parent
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux only")
 

@@ -118,7 +118,7 @@ def main(argv=None) -> None:
     rows = [measure_case(render_case(args.kind, args.seed, i, tuple(args.size))) for i in range(args.n)]
     keys = list(REAL)
     print(f"{args.n} {args.kind} phantoms, {args.size[0]} x {args.size[1]} px, seed {args.seed}")
-    print(f"| what | real | phantom |\n| --- | --- | --- |")
+    print("| what | real | phantom |\n| --- | --- | --- |")
     stats = {}
     for k in keys:
         v = np.array([r[k] for r in rows], dtype=float)

@@ -101,7 +101,7 @@ def main() -> None:
     cases = [c.load() for c in find_cases(args.data)[: args.n]]
     print(f"{len(cases)} cases of {args.data}; models "
           + ", ".join(m.info.model_id for m in (models.global_model, *models.local_models.values())))
-    print(f"| perturbation | aTFA MAD FTS / FNTS (deg) | errors > 3 deg | of those flagged | flagged |")
+    print("| perturbation | aTFA MAD FTS / FNTS (deg) | errors > 3 deg | of those flagged | flagged |")
     print("| --- | --- | --- | --- | --- |")
     for name, perturb in PERTURBATIONS.items():
         rng = np.random.default_rng(0)
