@@ -213,3 +213,16 @@ def test_the_command_line_takes_each_role_from_the_users_folder(tmp_path, retrai
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [["global", "missing"], ["local_preop", "missing"],
                                                      ["local_postop", "missing"]]
+
+
+def test_measure_says_which_bundles_it_uses_unless_quiet(tmp_path, retrained, monkeypatch, capsys):
+    user = tmp_path / "user"
+    import_models(retrained, user)
+    monkeypatch.setenv(ENV_USER_MODELS, str(user))
+    (image,) = sorted((Path(__file__).parent / "data" / "golden_measure" / "inputs").glob("*.dcm"))[:1]
+    cli.main(["measure", str(image), "--out", str(tmp_path / "out")])
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("models: ")]
+    for role in ("global", "local_preop", "local_postop"):
+        assert f"(user-supplied) from {user / role}" in line
+    cli.main(["measure", str(image), "--out", str(tmp_path / "again"), "--quiet"])
+    assert "models: " not in capsys.readouterr().err

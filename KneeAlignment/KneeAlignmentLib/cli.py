@@ -337,7 +337,12 @@ def _cmd_measure(args) -> int:
     except ValueError as exc:
         print(f"kneealign measure: error: {exc}", file=sys.stderr)
         return 2
-    models = ModelSet.load(resolve_models(args.models_dir), device=shard.device(args.device))
+    paths = resolve_models(args.models_dir)
+    models = ModelSet.load(paths, device=shard.device(args.device))
+    if not args.quiet and shard.is_main:  # which bundles: the user's models folder may replace shipped ones
+        infos = {role: (models.global_model if role == "global" else models.local(role)).info for role in paths}
+        print("models: " + "; ".join(f"{info.model_id} ({info.provenance}) from {paths[role]}"
+                                     for role, info in infos.items()), file=sys.stderr)
     printed = []
 
     def report(record) -> None:
