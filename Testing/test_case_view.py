@@ -214,7 +214,7 @@ def test_recompute_refuses_what_cannot_be_measured():
     plane, schema = PLANES["slicer-2d"], load_schema("preop")
     points = knee("preop", "R", 5.0)
     node = as_point_list("Knee", schema.names, points, plane)
-    with pytest.raises(MarkupsError, match="missing landmarks 'FLC00'"):
+    with pytest.raises(MarkupsError, match="^point list 'Knee': missing landmarks 'FLC00'"):  # named once
         recompute(MarkupsNode("Fiducial", "Knee", node.labels[1:], node.positions_lps[1:]), "preop", "R", plane)
     lifted = node.positions_lps.copy()
     lifted[4, 2] += 3.0

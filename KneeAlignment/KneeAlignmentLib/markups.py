@@ -744,7 +744,8 @@ def landmarks_px(
     names = tuple(names)
     if len(set(names)) != len(names):
         raise ValueError("names must be unique")
-    where = where or f"point list {node.name!r}"
+    subject = f"point list {node.name!r}"
+    where = where or subject
     counts = Counter(node.labels)
     index = {label: i for i, label in enumerate(node.labels)}
     known = set(names)
@@ -761,7 +762,7 @@ def landmarks_px(
         if items
     ]
     if problems:
-        raise _fail(where, f"point list {node.name!r}: " + "; ".join(problems))
+        raise _fail(where, ("" if where == subject else f"{subject}: ") + "; ".join(problems))
     positions_lps = node.positions_lps[[index[n] for n in names]]
     off = np.abs(plane.off_plane_mm(positions_lps))
     outside = [n for n, distance in zip(names, off, strict=True) if distance > tolerance_mm]
