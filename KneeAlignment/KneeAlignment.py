@@ -536,6 +536,7 @@ class KneeAlignmentLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         node, image = self.markupsNode(landmarksNode), self.volumeImage(volumeNode)
         kind = kind or kind_for_labels(node.labels)
         _names, points = read_points(node, kind, image.plane)
+        # measured before the node becomes a case: points that cannot be measured leave it untouched
         decision = measure_points(points, load_schema(kind), side=sideCode, radiograph=image.radiograph).side
         for flag in decision.flags:  # a chosen side against the image's tag is used, but said
             logging.warning(f"{landmarksNode.GetName()}: {flag.code}: {flag.message}")

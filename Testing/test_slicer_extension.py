@@ -1200,6 +1200,16 @@ def test_point_list_problems_are_named(module, scene):
         logic.evaluate(scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Other"))
 
 
+def test_a_point_list_that_cannot_be_measured_as_the_chosen_side_does_not_become_a_case(module, scene):
+    from KneeAlignmentLib.errors import GeometryError
+
+    volume, node, _ = _case(scene, "preop")  # a right knee: its fibula is lateral on the right
+    logic = module.KneeAlignmentLogic()
+    with pytest.raises(GeometryError, match="contradicts"):
+        logic.adoptLandmarks(volume, node, side="Left", schema="Pre-op")
+    assert not logic.isCase(node)
+
+
 def test_model_inference_creates_a_case_with_progress_and_can_be_cancelled(module, scene, tmp_path, monkeypatch):
     from KneeAlignmentLib.schema import load_schema
     from KneeAlignmentLib.workflow import Cancelled

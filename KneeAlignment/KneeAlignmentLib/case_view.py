@@ -43,7 +43,6 @@ from .markups import Display, ImagePlane, MarkupsNode, angle_node, fiducial_node
 from .measurement import measure_points
 from .schema import KINDS, LandmarkSchema, load_schema
 
-
 __all__ = [
     "AXIS_COLORS",
     "DEFINING_DISPLAY",
