@@ -92,11 +92,11 @@ class StageModel:
                        f"{config.input_size} -> {config.heatmap_size}")
         if kind is None:
             expected = reference_point_names()
-            role, schema, spec = "global", None, None
+            role, schema, spec = ROLE_DIRS["global"], None, None
         else:
             schema = load_schema(kind)
             expected = schema.names
-            role = f"local_{kind}"
+            role = ROLE_DIRS[kind]
             try:
                 spec = FrameSpec(**meta.frame)
             except (TypeError, ValueError) as exc:
