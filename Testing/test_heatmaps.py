@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from KneeAlignmentLib.heatmaps import HeatmapCodec
+from KneeAlignmentLib.heatmaps import HeatmapCodec, finite_items
 
 # Anisotropic on purpose: 4 input px per cell along y, 3 along x.
 CODEC = HeatmapCodec(input_size=(256, 144), heatmap_size=(64, 48), sigma=2.0)
@@ -214,6 +214,16 @@ def test_invalid_arguments_raise_value_error():
         CODEC.decode(bad)
     with pytest.raises(ValueError, match="heatmaps"):
         CODEC.soft_argmax(np.zeros((64, 48), np.float32))
+
+
+def test_finite_items_names_each_item_with_a_nan_or_infinity_even_where_the_sum_overflows():
+    maps = torch.zeros(5, 3, 8, 8)
+    maps[1, 2, 3, 4] = float("nan")
+    maps[2, 0, 0, 0] = -float("inf")
+    maps[3, :, :2, :2] = 3e38  # finite values whose float32 sum overflows
+    maps[4, 0, 0, :2] = torch.tensor([float("inf"), -float("inf")])
+    assert finite_items(maps).tolist() == [True, False, False, True, False]
+    assert finite_items(torch.zeros(2, 4)).tolist() == [True, True]
 
 
 def test_codec_round_trips_through_json():

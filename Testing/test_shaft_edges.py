@@ -232,3 +232,13 @@ def test_metal_cores_counted_per_tile_equal_one_box_filter_over_the_whole_image(
     yy, xx = np.mgrid[0:300, 0:270]
     assert expected.any() and not expected.all()
     np.testing.assert_array_equal(cores[yy, xx], expected.astype(np.uint8))
+
+
+def test_percentiles_equal_numpy_in_float64_bit_for_bit():
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 3, 101, 4096, 20011):
+        for values in (rng.random(n), np.round(rng.random(n) * 40) / 7, rng.integers(0, 4095, n) / 4095):
+            image = values.astype(np.float32).reshape(1, -1)
+            for q in ((1.0, 99.0), (0.0, 100.0), (50.0, 99.9), (33.3, 66.7)):
+                expected = np.percentile(image.astype(np.float64), q)
+                np.testing.assert_array_equal(shaft_edges._percentiles(image, q), expected)

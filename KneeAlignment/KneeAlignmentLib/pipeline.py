@@ -79,6 +79,7 @@ from .bundle.thresholds import QCThresholds
 from .errors import BundleError, GeometryError
 from .frame import Letterbox, ReferenceFrame
 from .geometry import compute_alignment, infer_side
+from .heatmaps import finite_items
 from .imageio import Radiograph
 from .measurement import Landmarks, Measurement, QCFlag, SideDecision, decide_side
 from .schema import KINDS, LandmarkSchema, load_schema
@@ -130,9 +131,10 @@ def _run(stage: StageModel, images: Sequence[torch.Tensor], batch_size: int, aut
             raise BundleError(f"{stage.info.model_id} produced {tuple(heatmaps.shape)}; expected (B, S, {k}, "
                               f"{expected[1]}, {expected[2]})")
         heatmaps = heatmaps[:, -1].float()
-        ok = torch.isfinite(heatmaps).flatten(1).all(dim=1)
-        # Non-finite maps (e.g. float16 overflow) decode as empty maps and are flagged.
-        p, c = stage.codec.decode(torch.where(ok[:, None, None, None], heatmaps, 0.0))
+        ok = finite_items(heatmaps)
+        if not ok.all():  # non-finite maps (e.g. float16 overflow) decode as empty maps and are flagged
+            heatmaps = torch.where(ok[:, None, None, None], heatmaps, 0.0)
+        p, c = stage.codec.decode(heatmaps)
         points.append(p.double().cpu().numpy())
         confidence.append(c.double().cpu().numpy())
         finite.append(ok.cpu().numpy())

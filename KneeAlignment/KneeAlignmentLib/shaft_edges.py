@@ -186,7 +186,7 @@ def refine_shaft_axes(image: np.ndarray, points_px: np.ndarray, schema: Landmark
     if points_px.shape != (len(schema), 2) or not np.isfinite(points_px).all():
         raise ValueError(f"points_px must be ({len(schema)}, 2) finite px, got shape {points_px.shape}")
     scale, source = estimate_scale_mm_per_px(points_px, schema, spacing_mm)
-    lo, hi = np.percentile(image.astype(np.float64), [1.0, 99.0], overwrite_input=True)
+    lo, hi = _percentiles(image, (1.0, 99.0))
     if hi - lo <= 1e-12:
         weak = {bone: _weak(bone, "the image is flat") for bone in BONES}
         return ShaftEvidence(weak["femur"], weak["tibia"], scale, source)
@@ -198,6 +198,23 @@ def refine_shaft_axes(image: np.ndarray, points_px: np.ndarray, schema: Landmark
                                               .index("knee_centre")]
     fits = {bone: _refine_bone(norm, metal, points_px, schema, bone, knee, scale) for bone in BONES}
     return ShaftEvidence(fits["femur"], fits["tibia"], scale, source)
+
+
+def _percentiles(image: np.ndarray, q: tuple[float, ...]) -> np.ndarray:
+    """``np.percentile(image.astype(np.float64), q)`` bit for bit, a third of its time.
+
+    The order statistics are found in the image's own dtype (the same values as in
+    float64, which holds every float32 exactly) and interpolated in float64 with numpy's
+    formula (linear method, its ``_lerp``); a test holds the equality.
+    """
+    flat = image.ravel().copy()
+    virtual = (flat.size - 1) * (np.asarray(q, dtype=np.float64) / 100.0)
+    below = np.floor(virtual).astype(np.intp)
+    above = np.minimum(below + 1, flat.size - 1)
+    flat.partition(np.unique(np.concatenate([below, above])))
+    a, b, t = flat[below].astype(np.float64), flat[above].astype(np.float64), virtual - below
+    step = b - a
+    return np.where(t >= 0.5, b - step * (1.0 - t), a + step * t)
 
 
 def _metal_cores(image: np.ndarray, scale: float) -> "_MetalCores":

@@ -81,10 +81,11 @@ class SelfTest(ScriptedLoadableModuleTest):
         self.assertEqual(table.GetNumberOfRows(), 1)
         parameters = logic.getParameterNode()  # a saved and reloaded scene keeps the case, state and results
         parameters.inputVolume, parameters.landmarks, parameters.resultsTable = volume, node, table
-        path = str(Path(tempfile.mkdtemp(prefix="KneeAlignmentSelfTest")) / "case.mrb")
-        self.assertTrue(slicer.util.saveScene(path))
-        slicer.mrmlScene.Clear()
-        slicer.util.loadScene(path)
+        with tempfile.TemporaryDirectory(prefix="KneeAlignmentSelfTest") as folder:
+            path = str(Path(folder) / "case.mrb")
+            self.assertTrue(slicer.util.saveScene(path))
+            slicer.mrmlScene.Clear()
+            slicer.util.loadScene(path)
         parameters = self.Logic().getParameterNode()
         volume, node, table = parameters.inputVolume, parameters.landmarks, parameters.resultsTable
         self.assertTrue(logic.isCase(node) and table.GetNumberOfRows() == 1)
@@ -171,12 +172,13 @@ class SelfTest(ScriptedLoadableModuleTest):
         self.assertEqual((stages[-1], node.GetNumberOfControlPoints(), node.GetAttribute(self.prefix + "Source")),
                          (1.0, 134, "model"))  # pre-op decided
         self.assertAlmostEqual(node.GetNodeReference(f"{self.prefix}Angle.FTS").GetAngleDegrees(), 10.0, delta=3.0)
-        out = Path(tempfile.mkdtemp(prefix="KneeAlignmentSelfTest"))
-        logic.exportCsv(table, out / "results.csv")
-        logic.exportJson(node, out / "case.json")
-        logic.saveLandmarks(node, out / "case.mrk.json")
-        logic.saveTrainingCase(node, out / "dataset")
-        self.assertIn("DICOM database", logic.dicomSrProblem(node))  # loaded from a file, not from the database
-        self.assertEqual(json.loads((out / "case.json").read_text())["result"]["source"], "model")
-        self.assertTrue((out / "results.csv").stat().st_size and (out / "case.mrk.json").stat().st_size)
-        self.assertEqual(len(list((out / "dataset").glob("*.mrk.json"))), 1)
+        with tempfile.TemporaryDirectory(prefix="KneeAlignmentSelfTest") as folder:
+            out = Path(folder)
+            logic.exportCsv(table, out / "results.csv")
+            logic.exportJson(node, out / "case.json")
+            logic.saveLandmarks(node, out / "case.mrk.json")
+            logic.saveTrainingCase(node, out / "dataset")
+            self.assertIn("DICOM database", logic.dicomSrProblem(node))  # loaded from a file, not from the database
+            self.assertEqual(json.loads((out / "case.json").read_text())["result"]["source"], "model")
+            self.assertTrue((out / "results.csv").stat().st_size and (out / "case.mrk.json").stat().st_size)
+            self.assertEqual(len(list((out / "dataset").glob("*.mrk.json"))), 1)
