@@ -22,8 +22,9 @@ from KneeAlignmentLib.schema import KINDS, load_schema
 
 CODEC = HeatmapCodec(input_size=(64, 64), heatmap_size=(32, 32), sigma=1.5)
 # Knee centre below the crop centre, femoral shaft centre 12 px above it: the whole
-# template (240 mm tall) fits the crop with room for rotation.
-SPEC = FrameSpec(crop_size=(64, 64), ref_canonical_px=((32.0, 34.0), (32.0, 22.0)))
+# template (240 mm tall) fits the crop with room for rotation. On the crop's centre line, as
+# training puts them, so a knee seen as the other side is its crop flipped (FrameSpec.mirror_is_flip).
+SPEC = FrameSpec(crop_size=(64, 64), ref_canonical_px=((31.5, 34.0), (31.5, 22.0)))
 
 
 def tiny_network(out_channels: int, seed: int):

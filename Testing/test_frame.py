@@ -119,6 +119,17 @@ def test_left_knee_crop_equals_right_knee_crop_of_the_flipped_image():
     np.testing.assert_allclose(left.warp(image), right.warp(image[:, ::-1]), atol=1e-5)
 
 
+def test_a_knee_as_the_other_side_is_its_crop_flipped_where_the_axis_is_the_crop_centre_line():
+    rng = np.random.default_rng(5)
+    image = rng.uniform(0.0, 1.0, (300, 260)).astype(np.float32)
+    ref = np.array([[131.7, 180.2], [120.4, 60.9]])
+    centred = FrameSpec(crop_size=(96, 81), ref_canonical_px=((40.0, 60.0), (40.0, 20.0)))
+    assert centred.mirror_is_flip and not SPEC.mirror_is_flip  # SPEC's axis: x = 40 of 80 columns (39.5 is centre)
+    right, left = (ReferenceFrame.from_reference_points(ref, centred, side) for side in ("R", "L"))
+    np.testing.assert_allclose(left.matrix, right.matrix * [[-1], [1]] + [[0, 0, 80], [0, 0, 0]], atol=1e-12)
+    np.testing.assert_allclose(left.warp(image), right.warp(image)[:, ::-1], atol=1e-5)
+
+
 def test_warp_fill_channels_and_torch_parity():
     rng = np.random.default_rng(5)
     image = rng.uniform(0.0, 1.0, (3, 60, 70)).astype(np.float32)

@@ -24,7 +24,7 @@ from model_factory import CODEC, save_models
 from KneeAlignmentLib.bundle.modelset import ModelSet
 from KneeAlignmentLib.bundle.thresholds import DEFAULT as DEFAULT_QC
 from KneeAlignmentLib.errors import BundleError
-from KneeAlignmentLib.frame import Letterbox, ReferenceFrame
+from KneeAlignmentLib.frame import FrameSpec, Letterbox, ReferenceFrame
 from KneeAlignmentLib.geometry import compute_alignment
 from KneeAlignmentLib.heatmaps import HeatmapCodec
 from KneeAlignmentLib.imageio import radiograph_from_array
@@ -192,6 +192,23 @@ def test_oracle_networks_give_the_true_landmarks_and_angles(models, kind, side, 
     assert_true_measurement(result, knee)
     assert (result.side_source, result.kind_source) == ("detected", "detected")
     assert result.alignment.spacing_known
+
+
+def test_a_knee_is_warped_once_per_view_and_flipped_to_be_seen_as_the_other_side(models, monkeypatch):
+    knee = make_knee("preop", "L", seed=4)
+    oracle = oracle_models(models, [knee])
+    warps, original = [], ReferenceFrame.warp
+    counted = lambda frame, *args, **kwargs: warps.append(frame.side) or original(frame, *args, **kwargs)  # noqa: E731
+    monkeypatch.setattr(ReferenceFrame, "warp", counted)
+    flipped = measure(knee.radiograph(), oracle)
+    assert_true_measurement(flipped, knee)  # the left knee was measured on the right knee's crop flipped
+    # Side detected, both kinds: one crop as a right knee, shared by the kinds, flipped as a left knee;
+    # the orientation check: one crop turned by 180 degrees as the measured left knee, flipped as a right one.
+    assert warps == ["R", "L"]
+    monkeypatch.setattr(FrameSpec, "mirror_is_flip", property(lambda spec: False))
+    warped = measure(knee.radiograph(), oracle)
+    assert sorted(warps) == ["L", "L", "L", "R", "R", "R"]
+    assert_close(without_timings(flipped), without_timings(warped))
 
 
 def test_oracle_batch_keeps_every_image_with_its_own_result(models):

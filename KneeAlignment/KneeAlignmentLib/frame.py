@@ -58,6 +58,17 @@ class FrameSpec:
             raise ValueError("ref_canonical_px: the two canonical points coincide")
         object.__setattr__(self, "ref_canonical_px", tuple(tuple(float(v) for v in p) for p in ref))
 
+    @property
+    def mirror_is_flip(self) -> bool:
+        """Both canonical points lie on the crop's vertical centre line.
+
+        Then a knee's crop as the other side (the same reference points, mirrored) is its
+        crop flipped left to right: the flip fixes both canonical points, and two
+        similarities that both mirror and agree on two points are the same map.
+        """
+        centre = (self.crop_size[1] - 1) / 2.0
+        return all(x == centre for x, _ in self.ref_canonical_px)
+
 
 @dataclass(frozen=True, eq=False)
 class ReferenceFrame:
