@@ -178,7 +178,8 @@ def test_measure_writes_every_output_and_a_summary_without_names_or_identifiers(
     assert Measurement.from_json((out / f"{measured[0]}.json").read_text()).input_name == "bare"
 
 
-def test_measure_without_out_prints_results_and_refuses_out_only_options(tiny_models_dir, tmp_path, capsys):
+def test_measure_without_out_prints_results_and_refuses_out_only_options(tiny_models_dir, tmp_path, capsys,
+                                                                         monkeypatch):
     image = dicom(tmp_path / "Testperson_Erika.dcm", 1, image_laterality="L")
     bad = tmp_path / "scan.dcm"
     bad.write_bytes(b"not an image")
@@ -197,6 +198,18 @@ def test_measure_without_out_prints_results_and_refuses_out_only_options(tiny_mo
         assert f"{flag} needs --out" in capsys.readouterr().err
     assert cli.main([*base, str(image), "--batch-size", "0"]) == 2
     assert "batch_size" in capsys.readouterr().err
+    assert cli.main([*base, str(image), "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen, real = [], batch.measure_batch
+        with monkeypatch.context() as patch:  # the networks run on --threads; the caller's count comes back
+            patch.setattr(batch, "measure_batch", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+            assert cli.main([*base, str(image), "--threads", "1", "--quiet"]) == 0
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     assert cli.main(["measure", str(image), "--models-dir", str(tmp_path / "none")]) == 2
     assert "no models folder found" in capsys.readouterr().err
 
