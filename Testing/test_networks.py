@@ -304,12 +304,15 @@ def test_attention_gate_is_monai_attention_block():
     assert torch.equal(ours(g, x), theirs(g=g, x=x))
 
 
-def test_inference_imports_neither_monai_nor_plotting():
-    """What `kneealign measure` imports to measure DICOMs: no MONAI, matplotlib or SimpleITK (issue 15)."""
+def test_inference_imports_neither_monai_nor_plotting(tmp_path):
+    """What `kneealign measure` imports to measure DICOMs and draw overlays: no MONAI, matplotlib or SimpleITK
+    (issue 15)."""
     import subprocess
     import sys
 
-    code = ("import sys, KneeAlignmentLib.pipeline, KneeAlignmentLib.batch, KneeAlignmentLib.cli; "
+    code = ("import sys, numpy, KneeAlignmentLib.pipeline, KneeAlignmentLib.batch, KneeAlignmentLib.cli; "
+            "from KneeAlignmentLib.overlay import draw_result; "
+            f"draw_result(numpy.zeros((40, 30)), None, None, ['a note'], 'OK', {str(tmp_path / 'o.png')!r}); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'monai', 'matplotlib', 'SimpleITK'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert out.strip() == "[]" and (tmp_path / "o.png").stat().st_size

@@ -1,22 +1,24 @@
 """Pictures for people: the landmark schema diagram and measurement overlays.
 
-Drawn with matplotlib's object-oriented API on an Agg canvas: no pyplot global state,
-no display needed. Measurement overlays draw only the marks with matplotlib (on a
-transparent canvas) and lay them over the radiograph resized once to the picture's
-pixels: matplotlib resampling a 2000 x 1600 image costs several times as much.
+Measurement overlays (one per measured radiograph, so on every cohort's critical path) are
+drawn with PIL: the radiograph resized once to the picture's pixels, the marks on a
+supersampled transparent layer (antialiased), the text in DejaVu Sans Mono. The schema
+diagram and contact sheets use matplotlib's object-oriented API on an Agg canvas (no
+pyplot global state, no display), imported only there: importing matplotlib costs a
+single-image `kneealign measure` a third of a second.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import textwrap
 import zlib
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
 from . import DISCLAIMER
 from .atomicio import atomic_output
@@ -25,12 +27,21 @@ from .case_view import AXIS_COLORS
 from .schema import load_schema
 
 
+def _figure(**kwargs):
+    """A matplotlib Figure on an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def draw_schema(kind: str, path: Path) -> Path:
     """Write a labelled diagram of the schema's template (a right knee) as a PNG."""
     schema = load_schema(kind)
     pts = schema.template_mm
-    fig = Figure(figsize=(9, 12), dpi=150)
-    FigureCanvasAgg(fig)
+    fig = _figure(figsize=(9, 12), dpi=150)
     ax = fig.add_subplot()
     centre = pts.mean(axis=0)
     for contour in schema.contours:
@@ -98,18 +109,14 @@ def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, pa
 
     ``landmarks``: (schema kind, (K, 2) px, (K,) confidence or None) or None;
     ``alignment``: geometry's Alignment or None; ``notes``: lines under the angles;
-    ``status``: the bottom line (red when ``flagged``).
+    ``status``: the bottom line (red when ``flagged``). The picture is ``height_px`` tall,
+    the radiograph's proportions kept.
     """
     h, w = pixels.shape
-    dpi = 100
-    fig = Figure(figsize=(height_px * w / h / dpi + 0.01, height_px / dpi), dpi=dpi)
-    fig.patch.set_alpha(0.0)  # the marks only; the radiograph goes under them in _compose
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_aspect("equal")  # as imshow had it: the picture keeps the image's proportions
-    ax.patch.set_alpha(0.0)
-    ax.set_axis_off()
-    marker = max(2.0, height_px / 400)
+    scale = height_px / h  # picture px per image px
+    size = (max(1, round(w * scale)), height_px)
+    marks = _Marks(size, scale)
+    dot = max(2.0, height_px / 400) * _PX_PER_PT  # marker size of the matplotlib overlay this replaces
     if landmarks is not None:
         kind, points, confidence = landmarks
         schema = load_schema(kind)
@@ -117,34 +124,110 @@ def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, pa
             idx = schema.group_indices(group)
             low = (np.zeros(len(idx), bool) if confidence is None
                    else confidence[idx] < DEFAULT_QC.landmark_confidence_min)
-            ax.plot(points[idx, 0], points[idx, 1], "-", color=info["color"], lw=0.8, alpha=0.7)
-            ax.plot(points[idx[~low], 0], points[idx[~low], 1], "o", color=info["color"], ms=marker)
-            ax.plot(points[idx[low], 0], points[idx[low], 1], "x", color="red", ms=marker * 1.5)
+            colour = _rgb(info["color"])
+            marks.line(points[idx], colour + (178,), 1.1)  # the contour, 70 % opaque
+            marks.dots(points[idx[~low]], colour + (255,), dot + 1.4)
+            marks.crosses(points[idx[low]], _RED, 1.5 * dot, diagonal=True)
     a = alignment
     if a is not None:
-        for method, color in AXIS_COLORS.items():
+        for method, colour in AXIS_COLORS.items():
             for bone in ("femoral", "tibial"):
-                axis = getattr(a, f"{bone}_axis_{method.lower()}_px")
-                ax.plot(axis[:, 0], axis[:, 1], "-", color=color, lw=2.0)
+                marks.line(getattr(a, f"{bone}_axis_{method.lower()}_px"), _rgb(colour) + (255,), 2.8)
         for centres in (a.femoral_shaft_centres_px, a.tibial_shaft_centres_px):
-            ax.plot(centres[:, 0], centres[:, 1], "+", color=AXIS_COLORS["FTS"], ms=marker * 2)
-    ax.set_xlim(-0.5, w - 0.5)  # the picture is the image, wherever stray points fall
-    ax.set_ylim(h - 0.5, -0.5)
+            marks.crosses(centres, _rgb(AXIS_COLORS["FTS"]) + (255,), 2.0 * dot, diagonal=False)
+    picture = _grey(pixels, size)
+    layer = marks.image()
+    picture.paste(layer, mask=layer)  # straight alpha: blended by its alpha channel
     lines = [f"aTFA FTS  {_label(a and a.atfa_fts_deg, a and a.label_fts)}",
              f"aTFA FNTS {_label(a and a.atfa_fnts_deg, a and a.label_fnts)}", *notes]
-    ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", family="monospace",
-            fontsize=height_px / 90, color="white", bbox=dict(facecolor="black", alpha=0.6, edgecolor="none"))
+    _panel(picture, "\n".join(lines), "DejaVuSansMono.ttf", height_px / 90, (255, 255, 255), top=True)
     status = "\n".join(textwrap.wrap(status, width=max(30, int(70 * w / h))))
-    ax.text(0.02, 0.02, f"{status}\n{DISCLAIMER}", transform=ax.transAxes, va="bottom", ha="left",
-            fontsize=height_px / 110, color="red" if flagged else "white",
-            bbox=dict(facecolor="black", alpha=0.6, edgecolor="none"))
-    canvas.draw()
-    picture = _compose(pixels, np.asarray(canvas.buffer_rgba()), ax.get_window_extent())
+    _panel(picture, f"{status}\n{DISCLAIMER}", "DejaVuSans.ttf", height_px / 110,
+           (255, 0, 0) if flagged else (255, 255, 255), top=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as temporary:
         temporary.write_bytes(_png(np.asarray(picture)))
     return path
+
+
+_PX_PER_PT = 100 / 72  # the sizes above are those of the matplotlib overlay (points at 100 dpi)
+_RED = (255, 0, 0, 255)
+_SUPERSAMPLE = 2  # marks are drawn at twice the size and shrunk: antialiased edges
+
+
+def _rgb(colour) -> tuple[int, int, int]:
+    """(r, g, b) in [0, 1] -> 8-bit."""
+    return tuple(int(round(255 * c)) for c in colour[:3])
+
+
+class _Marks:
+    """A transparent layer of lines and markers in image px, drawn supersampled with PIL."""
+
+    def __init__(self, size: tuple[int, int], scale: float) -> None:
+        self.size, self.scale = size, scale
+        self.layer = Image.new("RGBA", (size[0] * _SUPERSAMPLE, size[1] * _SUPERSAMPLE), (0, 0, 0, 0))
+        self.draw = ImageDraw.Draw(self.layer)
+
+    def _xy(self, points_px: np.ndarray) -> list[tuple[float, float]]:
+        """Image px (pixel centres at integers) -> layer px."""
+        xy = (np.asarray(points_px, dtype=np.float64) + 0.5) * (self.scale * _SUPERSAMPLE) - 0.5
+        return [tuple(p) for p in xy[np.isfinite(xy).all(axis=1)]]
+
+    def line(self, points_px: np.ndarray, rgba: tuple, width_px: float) -> None:
+        xy = self._xy(points_px)
+        if len(xy) > 1:
+            self.draw.line(xy, fill=rgba, width=max(1, round(width_px * _SUPERSAMPLE)), joint="curve")
+
+    def dots(self, points_px: np.ndarray, rgba: tuple, diameter_px: float) -> None:
+        r = diameter_px * _SUPERSAMPLE / 2
+        for x, y in self._xy(points_px):
+            self.draw.ellipse((x - r, y - r, x + r, y + r), fill=rgba)
+
+    def crosses(self, points_px: np.ndarray, rgba: tuple, size_px: float, *, diagonal: bool) -> None:
+        r, width = size_px * _SUPERSAMPLE / 2, round(1.4 * _SUPERSAMPLE)
+        arms = ((-r, -r, r, r), (-r, r, r, -r)) if diagonal else ((-r, 0, r, 0), (0, -r, 0, r))
+        for x, y in self._xy(points_px):
+            for x0, y0, x1, y1 in arms:
+                self.draw.line((x + x0, y + y0, x + x1, y + y1), fill=rgba, width=width)
+
+    def image(self) -> Image.Image:
+        # shrunk with premultiplied alpha, so edges do not darken towards the transparent background
+        return self.layer.convert("RGBa").reduce(_SUPERSAMPLE).convert("RGBA")
+
+
+def _grey(pixels: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """The radiograph resized to ``size`` as RGB grey levels (256 levels over [0, 1]).
+
+    PIL's bilinear filter, widened when shrinking (antialiased), on the float image.
+    """
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
+    image = np.asarray(image.resize(size, Image.Resampling.BILINEAR))
+    return Image.fromarray(np.clip(image * 256.0, 0.0, 255.0).astype(np.uint8), mode="L").convert("RGB")
+
+
+def _panel(picture: Image.Image, text: str, font_file: str, size_pt: float, rgb: tuple[int, int, int], *,
+           top: bool) -> None:
+    """Text on a 60 % black box at the picture's top or bottom left corner (2 % in from its edges)."""
+    font = _font(font_file, max(6, round(size_pt * _PX_PER_PT)))
+    draw = ImageDraw.Draw(picture, "RGBA")  # on an RGB picture: blends the box's alpha
+    pad = 0.3 * font.size
+    x = 0.02 * picture.width + pad
+    left, upper, right, lower = draw.multiline_textbbox((0, 0), text, font=font)
+    y = 0.02 * picture.height + pad if top else 0.98 * picture.height - pad - lower
+    draw.rectangle((x + left - pad, y + upper - pad, x + right + pad, y + lower + pad), fill=(0, 0, 0, 153))
+    draw.multiline_text((x, y), text, font=font, fill=rgb + (255,))
+
+
+@lru_cache(maxsize=8)
+def _font(name: str, size_px: int) -> ImageFont.FreeTypeFont:
+    """A DejaVu font shipped with matplotlib (found without importing it), else PIL's own font."""
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        file = Path(folder) / "mpl-data" / "fonts" / "ttf" / name
+        if file.is_file():
+            return ImageFont.truetype(str(file), size_px)
+    return ImageFont.load_default(size_px)
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -168,25 +251,6 @@ def _png(rgb: np.ndarray) -> bytes:
             + chunk(b"IEND", b""))
 
 
-def _compose(pixels: np.ndarray, marks: np.ndarray, box) -> Image.Image:
-    """RGB picture: the radiograph resized into ``box`` (the axes, display px) on white, marks over it.
-
-    ``marks``: (H, W, 4) uint8 RGBA of the Agg canvas (straight alpha, origin top left);
-    ``box``: the axes' extent in display px (origin bottom left). The grey levels are
-    those of matplotlib's "gray" colour map (256 levels over [0, 1]); the resize is PIL's
-    bilinear filter, widened when shrinking (antialiased).
-    """
-    height, width = marks.shape[:2]
-    x0, x1 = int(round(box.x0)), int(round(box.x1))
-    y0, y1 = height - int(round(box.y1)), height - int(round(box.y0))
-    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
-    image = np.asarray(image.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR))
-    grey = Image.fromarray(np.clip(image * 256.0, 0.0, 255.0).astype(np.uint8), mode="L")
-    picture = Image.new("RGBA", (width, height), (255, 255, 255, 255))
-    picture.paste(grey.convert("RGBA"), (x0, y0))
-    return Image.alpha_composite(picture, Image.fromarray(marks, mode="RGBA")).convert("RGB")
-
-
 def draw_contact_sheet(images, landmarks, kind: str, path: Path, *, columns: int = 4, tile_px: int = 320) -> Path:
     """A grid of radiographs, with their landmarks coloured by group when given.
 
@@ -196,8 +260,7 @@ def draw_contact_sheet(images, landmarks, kind: str, path: Path, *, columns: int
     schema = load_schema(kind)
     rows = -(-len(images) // columns)
     aspect = images[0].shape[0] / images[0].shape[1]
-    fig = Figure(figsize=(columns * tile_px / 100, rows * tile_px * aspect / 100), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = _figure(figsize=(columns * tile_px / 100, rows * tile_px * aspect / 100), dpi=100)
     for i, image in enumerate(images):
         ax = fig.add_subplot(rows, columns, i + 1)
         ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="antialiased")

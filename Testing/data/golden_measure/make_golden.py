@@ -14,7 +14,8 @@ one thread per core): a change in the last digits of convolutions. Measured with
 ``Testing/benchmarks/compare_outputs.py``: on the shipped models and 40 phantoms no angle
 moved by more than 5e-5 degrees and nothing else changed; on these random tiny networks no
 angle moved by more than 5e-6 degrees, and one landmark of a flat heatmap went to another
-cell (20 px; no angle depends on it).
+cell (20 px; no angle depends on it). The overlay PNG was replaced when overlays went from
+matplotlib to PIL (the same marks, sizes and panels; 1 px narrower: the image's own aspect).
 
 ``Testing/test_outputs_unchanged.py`` compares today's outputs with these files. Do not
 re-run it to make that test pass: a difference is a change of behaviour to explain.
