@@ -22,6 +22,7 @@ import SimpleITK as sitk
 import torch
 
 from dicom_factory import FAKE_IDENTIFIERS, write_dx
+from golden_outputs import normalise_json
 from KneeAlignmentLib import batch, cli, markups
 from KneeAlignmentLib.batch import MARKER_DIR, SUMMARY_FILE, BatchOptions, discover_inputs, read_summary, run_batch
 from KneeAlignmentLib.errors import BundleError
@@ -322,6 +323,18 @@ def test_unexpected_failures_in_reading_or_measuring_stay_with_their_case(models
 
 
 # --- memory --------------------------------------------------------------------------------------
+
+def test_workers_measure_on_the_cpu_and_their_results_equal_the_main_process_ones(models, tmp_path):
+    inputs = discover_inputs([dicom(tmp_path / "in" / f"k{i}.dcm", i, shape=(96, 80)) for i in range(5)])
+    assert isinstance(batch._reader(inputs, options(workers=2), models).collate_fn, batch._Measuring)
+    assert not isinstance(batch._reader(inputs, options(workers=2)).collate_fn, batch._Measuring)  # reading only
+    results = {}
+    for workers in (0, 2):
+        out = tmp_path / f"out{workers}"
+        run_batch(inputs, models, out, options(workers=workers))
+        results[workers] = {p.name: normalise_json(p.read_text()) for p in sorted(out.glob("case-*.json"))}
+    assert sum(not name.endswith(".mrk.json") for name in results[2]) == 5 and results[2] == results[0]
+
 
 def test_memory_stays_flat_over_a_long_run(models, tmp_path):
     """Nothing per image survives its case: traced Python and numpy memory after 10 and after 40 images."""

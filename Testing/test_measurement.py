@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import pickle
 from pathlib import Path
 
 import jsonschema
@@ -71,6 +72,8 @@ def test_json_round_trip_is_exact_and_versioned():
     assert back.to_json() == text
     np.testing.assert_array_equal(back.landmarks.points_px, m.landmarks.points_px)
     assert back.alignment.atfa_fts_deg == m.alignment.atfa_fts_deg and back.qc_flags == m.qc_flags
+    pickled = pickle.loads(pickle.dumps(m))  # as measuring workers hand results over
+    assert pickled.to_json() == text and not pickled.reference_points_px.flags.writeable
 
 
 def test_json_layout_is_pinned_and_carries_no_identifying_fields():

@@ -43,10 +43,11 @@ Summary columns: ``measurement.csv_header()``; status is "ok", "flagged", "error
 (the input could not be read or measured, or its results not written; ``reason``
 says why) or "skipped" (not an image). Errors never stop the batch.
 
-Decoding and writing overlap inference: a ``torch.utils.data.DataLoader`` with ``workers``
-processes reads the next images, and a writer thread draws and writes the previous
-batch's outputs, while the networks run on the current batch. Nothing per case is kept
-but its summary row, so memory stays flat over long runs.
+Reading, measuring and writing overlap: a ``torch.utils.data.DataLoader`` with ``workers``
+processes reads the images and, with models on the CPU, measures them, a batch per
+worker at a time (on a GPU the main process measures), and a writer thread draws and
+writes each batch's outputs in input order. Nothing per case is kept but its summary
+row, so memory stays flat over long runs.
 """
 
 from __future__ import annotations
@@ -236,7 +237,7 @@ class _Read:
 
 
 class _ReadDataset(Dataset):
-    """Input i -> ``_Read``; runs in DataLoader workers, so the main process only measures."""
+    """Input i -> ``_Read``; runs in DataLoader workers (or the main process without workers)."""
 
     def __init__(self, inputs: Sequence[InputFile], max_pixels: int,
                  spacing_mm: tuple[float, float] | None = None) -> None:
@@ -256,15 +257,37 @@ class _ReadDataset(Dataset):
         return _Read(index, radiograph, error)
 
 
-def _as_list(batch: list[_Read]) -> list[_Read]:
-    """DataLoader collate function: a batch stays a list (images differ in size)."""
-    return batch
+_Batch = tuple[list[_Read], "dict[int, Measurement | str] | None"]
 
 
-def _reader(inputs: Sequence[InputFile], options: BatchOptions) -> DataLoader:
-    """Batches of ``_Read`` from ``options.workers`` processes, which die with this one (``workers``)."""
+def _as_list(batch: list[_Read]) -> _Batch:
+    """DataLoader collate function: a batch stays a list (images differ in size), not yet measured."""
+    return batch, None
+
+
+@dataclass(frozen=True)
+class _Measuring:
+    """DataLoader collate function that measures the batch where it was read: in a worker process."""
+
+    models: ModelSet
+    options: BatchOptions
+
+    def __call__(self, batch: list[_Read]) -> _Batch:
+        return batch, _measure([read for read in batch if read.radiograph is not None], self.models, self.options)
+
+
+def _reader(inputs: Sequence[InputFile], options: BatchOptions, models: ModelSet | None = None) -> DataLoader:
+    """Batches of (``_Read`` list, results or None) from ``options.workers`` processes, which die with this one.
+
+    Given models on the CPU, the workers measure too (one thread each, as data-loader
+    workers run torch), so as many batches are measured at once as there are workers and
+    the main process only writes; results are then by input index, as :func:`_measure`
+    gives them. A GPU cannot be shared with forked workers: there they only read, and
+    results is None.
+    """
+    measuring = options.workers > 0 and models is not None and models.device.type == "cpu"
     return DataLoader(_ReadDataset(inputs, options.max_pixels, options.spacing_mm), batch_size=options.batch_size,
-                      num_workers=options.workers, collate_fn=_as_list,
+                      num_workers=options.workers, collate_fn=_Measuring(models, options) if measuring else _as_list,
                       prefetch_factor=2 if options.workers else None,
                       worker_init_fn=worker_init() if options.workers else None)
 
@@ -280,7 +303,8 @@ class BatchOptions:
         spacing_mm: (row_mm, col_mm) for inputs whose file carries no spacing
             (``imageio.with_given_spacing``: an input whose own spacing differs is an error).
         batch_size: images per network batch (>= 1).
-        workers: DataLoader processes decoding images (0: decode in the main process).
+        workers: DataLoader processes reading images and, with models on the CPU, measuring
+            them (0: everything in the main process).
         keep_names: record input file names in results and the summary.
         dicom_results: write ``<case>.sr.dcm`` and ``<case>.sc.dcm`` for DICOM inputs.
         resume: skip cases whose completion marker matches (see the module docstring).
@@ -614,7 +638,7 @@ def _run_shard(mine: list[tuple[int, InputFile]], models: ModelSet, out: Path | 
 
     # A worker decodes whole batches: with one batch to do, starting workers only adds their start-up time.
     reading = options if len(todo) > options.batch_size else dataclasses.replace(options, workers=0)
-    loader = _reader([item for _, item, _ in todo], reading)
+    loader = _reader([item for _, item, _ in todo], reading, models)
 
     def write(jobs: list[tuple[int, InputFile, _Read, Measurement | str | None, dict | None]]):
         # In order; an interruption stops here, before the batch's later cases are written.
@@ -629,9 +653,9 @@ def _run_shard(mine: list[tuple[int, InputFile]], models: ModelSet, out: Path | 
     try:
         with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="kneealign-writer") if threaded
               else nullcontext()) as writer:
-            for batch in loader:
-                readable = [read for read in batch if read.radiograph is not None]
-                results = _measure(readable, models, options)
+            for batch, results in loader:
+                if results is None:  # read, not measured, by the workers
+                    results = _measure([read for read in batch if read.radiograph is not None], models, options)
                 for position, record in written.result() if written is not None else ():
                     finish(position, record)
                 jobs = [(todo[read.index][0], todo[read.index][1], read, results.get(read.index, read.error),

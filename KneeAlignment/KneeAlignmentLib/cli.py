@@ -306,10 +306,11 @@ def _add_measure(sub):
     _add_device(p, "; cuda:LOCAL_RANK under torchrun")
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per network batch (default: 4)")
     p.add_argument("--workers", type=int, default=2, metavar="N",
-                   help="processes decoding images while the networks run (default: 2; 0: none)")
+                   help="processes reading images and, on the CPU, measuring them, a batch each at a time, "
+                        "while this one writes the results (default: 2; 0: none, all in this process)")
     p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="CPU threads per network call (default: 1; more pays off for the paper models on "
-                        "several free cores: the decoding workers and the writer use the others)")
+                   help="CPU threads per network call in this process (default: 1; workers use one each; more "
+                        "pays off for the paper models on several free cores)")
     p.add_argument("--keep-names", action="store_true",
                    help="record each input's file name in its results (off: names often identify patients)")
     p.add_argument("--json", action="store_true",

@@ -222,6 +222,13 @@ class Measurement:
             object.__setattr__(self, "fts_axis", MappingProxyType(json.loads(json.dumps(dict(self.fts_axis),
                                                                                          allow_nan=False))))
 
+    def __reduce__(self):
+        # MappingProxyType does not pickle: a Measurement travels (from data-loader workers) as its plain
+        # field values and is rebuilt through __init__, arrays read-only again
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return _rebuilt_measurement, ({k: dict(v) if isinstance(v, MappingProxyType) else v
+                                       for k, v in values.items()},)
+
     @property
     def status(self) -> str:
         """'ok' when no QC flag was raised, else 'flagged'."""
@@ -367,6 +374,10 @@ class Measurement:
             "total_ms": f"{self.timings_ms['total']:.1f}" if "total" in self.timings_ms else None,
         }
         return ["" if values[c] is None else str(values[c]) for c in _CSV_COLUMNS]
+
+
+def _rebuilt_measurement(values: dict) -> Measurement:
+    return Measurement(**values)
 
 
 def _provenance(models: Sequence[ModelInfo]) -> str | None:
