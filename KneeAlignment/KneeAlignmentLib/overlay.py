@@ -115,8 +115,13 @@ def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, pa
     h, w = pixels.shape
     scale = height_px / h  # picture px per image px
     size = (max(1, round(w * scale)), height_px)
-    marks = _Marks(size, scale)
     dot = max(2.0, height_px / 400) * _PX_PER_PT  # marker size of the matplotlib overlay this replaces
+    a = alignment
+    drawn = [] if landmarks is None else [landmarks[1]]
+    if a is not None:
+        drawn += [a.femoral_axis_fts_px, a.tibial_axis_fts_px, a.femoral_axis_fnts_px, a.tibial_axis_fnts_px,
+                  a.femoral_shaft_centres_px, a.tibial_shaft_centres_px]
+    marks = _Marks(size, scale, drawn, reach_px=2.0 * dot)
     if landmarks is not None:
         kind, points, confidence = landmarks
         schema = load_schema(kind)
@@ -128,7 +133,6 @@ def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, pa
             marks.line(points[idx], colour + (178,), 1.1)  # the contour, 70 % opaque
             marks.dots(points[idx[~low]], colour + (255,), dot + 1.4)
             marks.crosses(points[idx[low]], _RED, 1.5 * dot, diagonal=True)
-    a = alignment
     if a is not None:
         for method, colour in AXIS_COLORS.items():
             for bone in ("femoral", "tibial"):
@@ -137,7 +141,7 @@ def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, pa
             marks.crosses(centres, _rgb(AXIS_COLORS["FTS"]) + (255,), 2.0 * dot, diagonal=False)
     picture = _grey(pixels, size)
     layer = marks.image()
-    picture.paste(layer, mask=layer)  # straight alpha: blended by its alpha channel
+    picture.paste(layer, marks.origin, mask=layer)  # straight alpha: blended by its alpha channel
     lines = [f"aTFA FTS  {_label(a and a.atfa_fts_deg, a and a.label_fts)}",
              f"aTFA FNTS {_label(a and a.atfa_fnts_deg, a and a.label_fnts)}", *notes]
     _panel(picture, "\n".join(lines), "DejaVuSansMono.ttf", height_px / 90, (255, 255, 255), top=True)
@@ -162,16 +166,31 @@ def _rgb(colour) -> tuple[int, int, int]:
 
 
 class _Marks:
-    """A transparent layer of lines and markers in image px, drawn supersampled with PIL."""
+    """A transparent layer of lines and markers in image px, drawn supersampled with PIL.
 
-    def __init__(self, size: tuple[int, int], scale: float) -> None:
-        self.size, self.scale = size, scale
-        self.layer = Image.new("RGBA", (size[0] * _SUPERSAMPLE, size[1] * _SUPERSAMPLE), (0, 0, 0, 0))
+    The layer covers only the box around the points to be drawn (``drawn``, image px),
+    widened by ``reach_px`` (picture px) for markers and line widths: the marks of a knee
+    take a fraction of the picture, and the supersampled layer is most of the drawing time.
+    ``origin``: the layer's top left corner in the picture.
+    """
+
+    def __init__(self, size: tuple[int, int], scale: float, drawn: list[np.ndarray], reach_px: float) -> None:
+        self.scale = scale
+        xy = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in drawn] or [np.zeros((0, 2))])
+        xy = (xy[np.isfinite(xy).all(axis=1)] + 0.5) * scale  # picture px
+        if len(xy):
+            low = np.clip(np.floor(xy.min(axis=0) - reach_px), 0, size).astype(int)
+            high = np.clip(np.ceil(xy.max(axis=0) + reach_px), 0, size).astype(int)
+        else:
+            low = high = np.zeros(2, dtype=int)
+        self.origin = (int(low[0]), int(low[1]))
+        box = np.maximum(high - low, 1) * _SUPERSAMPLE
+        self.layer = Image.new("RGBA", (int(box[0]), int(box[1])), (0, 0, 0, 0))
         self.draw = ImageDraw.Draw(self.layer)
 
     def _xy(self, points_px: np.ndarray) -> list[tuple[float, float]]:
         """Image px (pixel centres at integers) -> layer px."""
-        xy = (np.asarray(points_px, dtype=np.float64) + 0.5) * (self.scale * _SUPERSAMPLE) - 0.5
+        xy = ((np.asarray(points_px, dtype=np.float64) + 0.5) * self.scale - self.origin) * _SUPERSAMPLE - 0.5
         return [tuple(p) for p in xy[np.isfinite(xy).all(axis=1)]]
 
     def line(self, points_px: np.ndarray, rgba: tuple, width_px: float) -> None:
