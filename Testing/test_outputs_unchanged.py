@@ -29,7 +29,7 @@ def expected_measure_outputs() -> dict[str, str]:
             for path in sorted((EXPECTED / "measure").iterdir()) if not path.name.endswith(".png")}
 
 
-@pytest.mark.parametrize("options", [(), ("--workers", "0", "--batch-size", "4")], ids=["defaults", "no-workers"])
+@pytest.mark.parametrize("options", [(), ("--workers", "0", "--batch-size", "2")], ids=["defaults", "no-workers"])
 def test_measure_outputs_are_byte_for_byte_unchanged(tmp_path, options):
     got = normalised_outputs(GOLDEN / "inputs", GOLDEN / "models", tmp_path / "out", *options)
     expected = expected_measure_outputs()

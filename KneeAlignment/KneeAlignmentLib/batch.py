@@ -315,7 +315,7 @@ class BatchOptions:
     kind: str = "auto"
     side: str | None = None
     spacing_mm: tuple[float, float] | None = None
-    batch_size: int = 4
+    batch_size: int = 2
     workers: int = 2
     keep_names: bool = False
     dicom_results: bool = False

@@ -304,7 +304,8 @@ def _add_measure(sub):
     _add_spacing(p, "pixel spacing (row, column) in mm for images whose file carries none (PNG/JPEG exports); "
                     "recorded as given. An input whose own spacing differs is refused with a message")
     _add_device(p, "; cuda:LOCAL_RANK under torchrun")
-    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per network batch (default: 4)")
+    p.add_argument("--batch-size", type=int, default=2, metavar="N",
+                   help="images per network batch (default: 2; on a GPU more, e.g. 32)")
     p.add_argument("--workers", type=int, default=2, metavar="N",
                    help="processes reading images and, on the CPU, measuring them, a batch each at a time, "
                         "while this one writes the results (default: 2; 0: none, all in this process)")

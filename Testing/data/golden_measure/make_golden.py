@@ -8,9 +8,10 @@ The files were first written from commit 32ed2ef, and again each time the speed 
 rebased onto a main whose outputs had changed: c511933 (issue 16's orientation check and
 model provenance), 5d89a36 (issue 14's FTS axes from the image and QC thresholds in the
 bundles) and a9fe849 (metal-like pixels relative to the 99.9th percentile). Each time the
-speed work reproduced them. Rewritten once by the speed work itself, when `kneealign measure`
-went to one CPU thread per network call (``--threads``, default 1; torch's default had been
-one thread per core): a change in the last digits of convolutions. Measured with
+speed work reproduced them. Rewritten twice by the speed work itself, for changes in the
+last digits of convolutions: when `kneealign measure` went to one CPU thread per network call
+(``--threads``, default 1; torch's default had been one thread per core), and to two images
+per network batch (``--batch-size``, default 2, was 4). Measured with
 ``Testing/benchmarks/compare_outputs.py``: on the shipped models and 40 phantoms no angle
 moved by more than 5e-5 degrees and nothing else changed; on these random tiny networks no
 angle moved by more than 5e-6 degrees, and one landmark of a flat heatmap went to another
