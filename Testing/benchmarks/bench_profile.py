@@ -15,9 +15,10 @@ Three figures:
    ``workers=0`` (so reading happens where it can be timed), best of ``--repeat``
    after a warm-up, split into stages;
 2. ``--n`` images the same way (stage times summed over the run, per image), and the
-   same ``--n`` images with ``kneealign measure``'s defaults (2 decoding workers,
-   batch 4) for the real throughput and the main process's memory (RSS after the first
-   and the last image: flat memory shows as equal numbers);
+   same ``--n`` images with ``kneealign measure``'s defaults (2 workers, which on the
+   CPU read and measure while this process writes; batch 2) for the real throughput and
+   the main process's memory (RSS after the first and the last image: flat memory shows
+   as equal numbers);
 3. per Apply of the Slicer module: what ``KneeAlignmentLogic.measure`` runs below the
    MRML layer (``volume.radiograph_from_volume`` on the volume's array and its source
    file, which it reads as the command line does, then
@@ -220,8 +221,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeat", type=int, default=5, help="repetitions of the one-image figures (default 5)")
-    parser.add_argument("--workers", type=int, default=2, help="decoding workers of the throughput run (default 2)")
-    parser.add_argument("--batch-size", type=int, default=4, help="network batch size (default 4)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="workers of the throughput run (default 2; on the CPU they read and measure)")
+    parser.add_argument("--batch-size", type=int, default=2, help="network batch size (default 2, as measure's)")
     parser.add_argument("--skip-batch", action="store_true", help="only the one-image and per-Apply figures")
     parser.add_argument("--omp-default", action="store_true",
                         help="leave OMP_WAIT_POLICY unset (as before kneealign set it to PASSIVE)")
@@ -272,7 +274,8 @@ def main() -> None:
             start = time.perf_counter()
             summary = run_batch(many, models, tmp / "outw", options, on_case=lambda record: rss.append(rss_mb()))
             elapsed = time.perf_counter() - start
-            print(f"\nthroughput, {args.workers} decoding workers, batch {args.batch_size}: {args.n} images in "
+            role = "measuring" if models.device.type == "cpu" else "decoding"
+            print(f"\nthroughput, {args.workers} {role} workers, batch {args.batch_size}: {args.n} images in "
                   f"{elapsed:.1f} s = {args.n / elapsed:.2f} images/s ({1000 * elapsed / args.n:.0f} ms per image); "
                   f"main RSS {rss[0]:.0f} MB after the first image, {rss[-1]:.0f} MB after the last, peak "
                   f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
@@ -287,7 +290,7 @@ def main() -> None:
                                 num_workers=args.workers, collate_fn=_as_list,
                                 prefetch_factor=2 if args.workers else None)
             start = time.perf_counter()
-            count = sum(len(batch) for batch in loader)
+            count = sum(len(reads) for reads, _ in loader)
             elapsed = time.perf_counter() - start
             print(f"decoding alone, {args.workers} workers: {count / elapsed:.1f} images/s")
 
