@@ -242,3 +242,18 @@ def test_percentiles_equal_numpy_in_float64_bit_for_bit():
             for q in ((1.0, 99.0), (0.0, 100.0), (50.0, 99.9), (33.3, 66.7)):
                 expected = np.percentile(image.astype(np.float64), q)
                 np.testing.assert_array_equal(shaft_edges._percentiles(image, q), expected)
+
+
+def test_metal_across_a_profile_equals_sampling_the_cores_and_skips_profiles_far_from_metal(monkeypatch):
+    rng = np.random.default_rng(5)
+    image = rng.uniform(0.0, 0.9, (300, 270))
+    image[120:150, 120:140] = 0.99  # one metal-like blob
+    cores = shaft_edges._metal_cores(image, 0.5)
+    sampled, original = [], shaft_edges._bilinear
+    monkeypatch.setattr(shaft_edges, "_bilinear", lambda *args: sampled.append(1) or original(*args))
+    for x, y in [(130.0, 135.0), (118.5, 131.2), (20.0, 250.0), (260.0, 10.0), (0.0, 0.0), (269.0, 299.0)]:
+        u = np.arange(-12.0, 12.0, 0.5)
+        xs, ys = x + u[None, :] + np.zeros((5, 1)), y + np.arange(-2.0, 3.0)[:, None] + 0 * u
+        expected = original(cores, xs, ys).max(axis=0) > 0.5
+        np.testing.assert_array_equal(cores.across(xs, ys), expected)
+    assert len(sampled) == 2  # only the two profiles near the blob were sampled

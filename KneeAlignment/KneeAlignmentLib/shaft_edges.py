@@ -255,6 +255,19 @@ class _MetalCores:
                 self._count(*tile)
         return self.cores[y, x]
 
+    def across(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """(S, U) profile points -> (U,) bool: a metal core under the profile's lines at that step.
+
+        Without a saturated pixel near the profile (most profiles: bone, not metal) the
+        cores there are all 0, so nothing is sampled.
+        """
+        h, w = self.shape
+        x0, x1 = (int(np.clip(v, 0, w - 1)) for v in (np.floor(xs.min()), np.ceil(xs.max())))
+        y0, y1 = (int(np.clip(v, 0, h - 1)) for v in (np.floor(ys.min()), np.ceil(ys.max())))
+        if not self.padded[y0:y1 + self.k, x0:x1 + self.k].any():  # padded[i] is image row i - k // 2
+            return np.zeros(xs.shape[1], dtype=bool)
+        return _bilinear(self, xs, ys).max(axis=0) > 0.5
+
     def _count(self, ty: int, tx: int) -> None:
         k, t = self.k, self.TILE
         y0, x0 = ty * t, tx * t
@@ -430,7 +443,7 @@ def _edge(norm: _Normalised, metal: _MetalCores, centre: np.ndarray, d: np.ndarr
     samples = _bilinear(norm, xs, ys)
     if np.isnan(samples).any():
         return None
-    metal_like = _bilinear(metal, xs, ys).max(axis=0) > 0.5
+    metal_like = metal.across(xs, ys)
     profile = _smooth(samples.mean(axis=0), sigma=max(1.0, 0.3 / scale / step))
     grad = np.gradient(profile, step)  # rise going inwards
     window = (u >= -out_px) & (u <= in_px)
