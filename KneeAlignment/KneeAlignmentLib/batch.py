@@ -636,7 +636,7 @@ def _run_shard(mine: list[tuple[int, InputFile]], models: ModelSet, out: Path | 
         else:
             todo.append((position, item, fingerprint))
 
-    # A worker decodes whole batches: with one batch to do, starting workers only adds their start-up time.
+    # A worker reads (and measures) whole batches: with one batch to do, workers only add their start-up time.
     reading = options if len(todo) > options.batch_size else dataclasses.replace(options, workers=0)
     loader = _reader([item for _, item, _ in todo], reading, models)
 
