@@ -117,10 +117,10 @@ def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, pa
     size = (max(1, round(w * scale)), height_px)
     dot = max(2.0, height_px / 400) * _PX_PER_PT  # marker size of the matplotlib overlay this replaces
     a = alignment
-    drawn = [] if landmarks is None else [landmarks[1]]
-    if a is not None:
-        drawn += [a.femoral_axis_fts_px, a.tibial_axis_fts_px, a.femoral_axis_fnts_px, a.tibial_axis_fnts_px,
-                  a.femoral_shaft_centres_px, a.tibial_shaft_centres_px]
+    axes = {} if a is None else {(method, bone): getattr(a, f"{bone}_axis_{method.lower()}_px")
+                                 for method in AXIS_COLORS for bone in ("femoral", "tibial")}
+    centres = [] if a is None else [a.femoral_shaft_centres_px, a.tibial_shaft_centres_px]
+    drawn = ([] if landmarks is None else [landmarks[1]]) + list(axes.values()) + centres
     marks = _Marks(size, scale, drawn, reach_px=2.0 * dot)
     if landmarks is not None:
         kind, points, confidence = landmarks
@@ -133,12 +133,10 @@ def draw_result(pixels: np.ndarray, landmarks, alignment, notes, status: str, pa
             marks.line(points[idx], colour + (178,), 1.1)  # the contour, 70 % opaque
             marks.dots(points[idx[~low]], colour + (255,), dot + 1.4)
             marks.crosses(points[idx[low]], _RED, 1.5 * dot, diagonal=True)
-    if a is not None:
-        for method, colour in AXIS_COLORS.items():
-            for bone in ("femoral", "tibial"):
-                marks.line(getattr(a, f"{bone}_axis_{method.lower()}_px"), _rgb(colour) + (255,), 2.8)
-        for centres in (a.femoral_shaft_centres_px, a.tibial_shaft_centres_px):
-            marks.crosses(centres, _rgb(AXIS_COLORS["FTS"]) + (255,), 2.0 * dot, diagonal=False)
+    for (method, _), axis in axes.items():
+        marks.line(axis, _rgb(AXIS_COLORS[method]) + (255,), 2.8)
+    for shaft in centres:
+        marks.crosses(shaft, _rgb(AXIS_COLORS["FTS"]) + (255,), 2.0 * dot, diagonal=False)
     picture = _grey(pixels, size)
     layer = marks.image()
     picture.paste(layer, marks.origin, mask=layer)  # straight alpha: blended by its alpha channel
