@@ -266,6 +266,16 @@ def test_forward_rejects_wrong_input():
 
 # --- MONAI's blocks, in plain torch (importing MONAI is slow) -----------------------------------
 
+def take_their_weights(ours, theirs, seed: int) -> None:
+    """Same parameter names, then MONAI's module's weights (randomised away from the defaults) in ours."""
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    torch.manual_seed(seed)
+    for tensor in theirs.state_dict().values():
+        if tensor.is_floating_point():
+            tensor.copy_(torch.rand_like(tensor) + 0.5)
+    ours.load_state_dict(theirs.state_dict())
+
+
 @pytest.mark.parametrize("act, norm, kernel, stride", [(True, True, 3, 1), (False, True, 1, 1), (False, False, 1, 1),
                                                         (True, True, 7, 2)])
 def test_conv_block_is_monai_convolution(act, norm, kernel, stride):
@@ -277,12 +287,7 @@ def test_conv_block_is_monai_convolution(act, norm, kernel, stride):
     theirs = Convolution(spatial_dims=2, in_channels=3, out_channels=6, kernel_size=kernel, strides=stride,
                          adn_ordering="NA", act="RELU" if act else None, norm="BATCH" if norm else None,
                          bias=not norm, conv_only=not (act or norm))
-    assert list(ours.state_dict()) == list(theirs.state_dict())
-    torch.manual_seed(4)
-    for tensor in theirs.state_dict().values():
-        if tensor.is_floating_point():
-            tensor.copy_(torch.rand_like(tensor) + 0.5)
-    ours.load_state_dict(theirs.state_dict())
+    take_their_weights(ours, theirs, seed=4)
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
     for mode in ("train", "eval"):
         getattr(ours, mode)(), getattr(theirs, mode)()
@@ -293,12 +298,7 @@ def test_attention_gate_is_monai_attention_block():
     from monai.networks.nets.attentionunet import AttentionBlock
 
     ours, theirs = AttentionGate(6, 4, 3), AttentionBlock(spatial_dims=2, f_int=3, f_g=6, f_l=4)
-    assert list(ours.state_dict()) == list(theirs.state_dict())
-    torch.manual_seed(6)
-    for tensor in theirs.state_dict().values():
-        if tensor.is_floating_point():
-            tensor.copy_(torch.rand_like(tensor) + 0.5)
-    ours.load_state_dict(theirs.state_dict())
+    take_their_weights(ours, theirs, seed=6)
     g, x = torch.randn(2, 6, 8, 8), torch.randn(2, 4, 8, 8)
     ours.eval(), theirs.eval()
     assert torch.equal(ours(g, x), theirs(g=g, x=x))
